@@ -1,0 +1,85 @@
+"""Sequence bodies: each maps embeddings (B, T, d) → hidden states (B, T, d).
+
+A body declares what it can do through class attributes, and the rest of the code only ever
+branches on those: `causal_ok` (can run without seeing the future), `bidirectional_ok` (can
+use both directions), `returns_attention` (can return attention weights).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from nlpattn.config import ModelConfig
+
+
+@dataclass
+class BodyOutput:
+    """What a body returns: hidden states, optional per-layer attentions, optional KV cache."""
+
+    hidden: torch.Tensor  # (B, T, d)
+    attentions: list[torch.Tensor] = field(default_factory=list)  # each (B, H, T, S)
+    cache: object | None = None
+
+
+class Body(nn.Module):
+    """Base class of every body. Subclasses implement `forward` with this signature."""
+
+    causal_ok: bool = False
+    bidirectional_ok: bool = False
+    returns_attention: bool = False
+
+    def __init__(self, cfg: ModelConfig, causal: bool):
+        super().__init__()
+        self.cfg = cfg
+        self.causal = causal
+
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None, *,
+                memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
+                output_attentions: bool = False, cache: object | None = None,
+                position_offset: int = 0) -> BodyOutput:
+        """x: (B, T, d); padding_mask: (B, T) bool, True = real token (None = no padding)."""
+        raise NotImplementedError
+
+
+BODY_REGISTRY: dict[str, Callable[[], type[Body]]] = {}
+
+
+def register_body(name: str):
+    """Class decorator adding a body to the registry under `name`."""
+
+    def wrap(cls: type[Body]) -> type[Body]:
+        BODY_REGISTRY[name] = lambda: cls
+        return cls
+
+    return wrap
+
+
+def _import_bodies() -> None:
+    # Imported lazily so that `nlpattn.bodies` does not pull in every body eagerly.
+    import importlib
+
+    for module in ("transformer", "rnn", "cnn"):
+        try:
+            importlib.import_module(f"nlpattn.bodies.{module}")
+        except ModuleNotFoundError as e:
+            if e.name != f"nlpattn.bodies.{module}":
+                raise
+
+
+def build_body(cfg: ModelConfig, causal: bool, cross_attention: bool = False) -> Body:
+    """Build the body named by `cfg.body`; `causal` → no future information may leak."""
+    from nlpattn.errors import ConfigError
+
+    _import_bodies()
+    key = "lstm" if cfg.body in ("lstm", "gru") else cfg.body
+    if key not in BODY_REGISTRY:
+        raise ConfigError(f"model.body: '{cfg.body}' is not available (have: {sorted(BODY_REGISTRY)})")
+    cls = BODY_REGISTRY[key]()
+    if causal and not cls.causal_ok:
+        raise ConfigError(f"model.body: '{cfg.body}' cannot run causally (needed by the decoder)")
+    if cross_attention:
+        return cls(cfg, causal=causal, cross_attention=True)
+    return cls(cfg, causal=causal)
