@@ -320,6 +320,11 @@ def _coerce(value: Any, typ: Any, source: str, key: str) -> Any:
         return [_coerce(v, item_type, source, f"{key}[{i}]") for i, v in enumerate(value)]
     if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if typ is float and isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if typ is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, typ) and not (typ is int and isinstance(value, bool)):
