@@ -217,7 +217,7 @@ def to_yaml(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
-def _read_yaml(path: Path) -> dict:
+def _read_yaml(path: Path, depth: int = 0) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
@@ -230,7 +230,29 @@ def _read_yaml(path: Path) -> dict:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(data).__name__}")
-    return data
+    return _apply_includes(path, data, depth)
+
+
+def _apply_includes(path: Path, data: dict, depth: int) -> dict:
+    """`include: [other.yaml, ...]` (relative to this file) is loaded first, then overridden."""
+    includes = data.pop("include", [])
+    if isinstance(includes, str):
+        includes = [includes]
+    if depth > 8:
+        raise ConfigError(f"{path}: 'include' nested too deeply (a cycle?)")
+    merged: dict = {}
+    for name in includes:
+        _deep_merge(merged, _read_yaml(path.parent / name, depth + 1))
+    _deep_merge(merged, data)
+    return merged
+
+
+def _deep_merge(base: dict, update: dict) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
 
 
 def _parse_override(item: str, source: str) -> tuple[str, Any]:
@@ -258,21 +280,19 @@ def _set_dotted(raw: dict, key: str, value: Any) -> None:
 
 def _all_keys(schema: type, prefix: str) -> list[str]:
     keys = []
-    for f in dataclasses.fields(schema):
-        keys.append(prefix + f.name)
-        if dataclasses.is_dataclass(f.type if isinstance(f.type, type) else None):
-            keys.extend(_all_keys(f.type, prefix + f.name + "."))
+    for name, typ in typing.get_type_hints(schema).items():
+        keys.append(prefix + name)
+        if dataclasses.is_dataclass(typ):
+            keys.extend(_all_keys(typ, prefix + name + "."))
     return keys
 
 
 def _unknown_key(schema: type, key: str, source: str, prefix: str) -> ConfigError:
     full = prefix + key
-    root_candidates = _all_keys(Config, "") if schema is Config or prefix else []
-    candidates = root_candidates or _all_keys(schema, prefix)
-    close = difflib.get_close_matches(full, candidates, n=1, cutoff=0.6)
-    if not close:  # try the last component alone against field names of this level
-        names = [prefix + f.name for f in dataclasses.fields(schema)]
-        close = difflib.get_close_matches(full, names, n=1, cutoff=0.5)
+    siblings = [prefix + f.name for f in dataclasses.fields(schema)]
+    close = difflib.get_close_matches(full, siblings, n=1, cutoff=0.6)
+    if not close:  # maybe it belongs in another section: search every key
+        close = difflib.get_close_matches(full, _all_keys(Config, ""), n=1, cutoff=0.6)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return ConfigError(f"{source}: unknown key '{full}'{hint}")
 

@@ -22,6 +22,7 @@ class BodyOutput:
     hidden: torch.Tensor  # (B, T, d)
     attentions: list[torch.Tensor] = field(default_factory=list)  # each (B, H, T, S)
     cache: object | None = None
+    cross_attentions: list[torch.Tensor] = field(default_factory=list)  # each (B, H, T, S_enc)
 
 
 class Body(nn.Module):
@@ -30,6 +31,7 @@ class Body(nn.Module):
     causal_ok: bool = False
     bidirectional_ok: bool = False
     returns_attention: bool = False
+    pooling: str = "cls"  # how a classifier summarises a bidirectional sequence: cls | mean
 
     def __init__(self, cfg: ModelConfig, causal: bool):
         super().__init__()

@@ -1,0 +1,174 @@
+"""Multi-head attention (Vaswani et al. 2017, §3.2): self- and cross-attention, masks, KV cache.
+
+Two interchangeable paths compute the same function:
+- the fast path calls `torch.nn.functional.scaled_dot_product_attention` (fused kernels);
+- the math path spells out softmax(QKᵀ/√d_k)V and can return the attention weights.
+The math path is used whenever weights are requested, so `output_attentions=True` always
+works, at the math path's cost.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding (Su et al. 2021): rotates q/k pairs by position-dependent angles."""
+
+    def __init__(self, head_dim: int, max_len: int, base: float = 10000.0):
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)  # (L, hd/2)
+        angles = torch.cat([angles, angles], dim=-1)  # (L, hd)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """Rotate x: (B, H, T, hd) whose first position is `offset`."""
+        T = x.shape[-2]
+        cos = self.cos[offset:offset + T].to(x.dtype)
+        sin = self.sin[offset:offset + T].to(x.dtype)
+        x1, x2 = x.chunk(2, dim=-1)
+        rotated = torch.cat([-x2, x1], dim=-1)
+        return x * cos + rotated * sin
+
+
+class KVCache:
+    """Keys and values of past positions, one entry per layer, for incremental decoding."""
+
+    def __init__(self) -> None:
+        self.self_kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.cross_kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __len__(self) -> int:
+        """Number of cached positions (0 before the first step)."""
+        if not self.self_kv:
+            return 0
+        return next(iter(self.self_kv.values()))[0].shape[-2]
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add this step's k, v (B, H, T, hd) for `layer`; return all keys and values so far."""
+        if layer in self.self_kv:
+            past_k, past_v = self.self_kv[layer]
+            k, v = torch.cat([past_k, k], dim=-2), torch.cat([past_v, v], dim=-2)
+        self.self_kv[layer] = (k, v)
+        return k, v
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Select batch rows (beam search): every cached tensor becomes tensor[index]."""
+        for store in (self.self_kv, self.cross_kv):
+            for layer, (k, v) in store.items():
+                store[layer] = (k.index_select(0, index), v.index_select(0, index))
+
+
+def build_attention_mask(query_len: int, key_len: int, *, key_padding_mask: torch.Tensor | None,
+                         causal: bool, window: int | None = None, offset: int = 0,
+                         device: torch.device | None = None) -> torch.Tensor | None:
+    """Boolean mask (B or 1, 1, T, S), True = may attend; None when nothing is masked.
+
+    Query i sits at absolute position offset + i; key j at position j. A row with no allowed
+    key (e.g. a left-padded position under a causal mask) is opened fully, so softmax never
+    sees a row of -inf; such rows belong to padding and their output is ignored.
+    """
+    mask = None
+    if causal or window is not None:
+        q_pos = torch.arange(offset, offset + query_len, device=device)[:, None]
+        k_pos = torch.arange(key_len, device=device)[None, :]
+        allowed = torch.ones(query_len, key_len, dtype=torch.bool, device=device)
+        if causal:
+            allowed &= k_pos <= q_pos
+        if window is not None:
+            allowed &= (q_pos - k_pos).abs() <= window
+        mask = allowed[None, None]  # (1, 1, T, S)
+    if key_padding_mask is not None:
+        pad = key_padding_mask.bool()[:, None, None, :]  # (B, 1, 1, S)
+        mask = pad if mask is None else mask & pad
+        mask = mask | ~mask.any(dim=-1, keepdim=True)
+    return mask
+
+
+class MultiHeadAttention(nn.Module):
+    """MultiHead(Q, K, V) = Concat(head_1..head_h) W^O, head_i = Attention(QW_i^Q, KW_i^K, VW_i^V).
+
+    Self-attention uses one fused QKV projection; cross-attention projects the queries from
+    `x` and the keys/values from `memory` (the encoder output).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, *, dropout: float = 0.0, bias: bool = True,
+                 cross: bool = False, use_sdpa: bool = True, rope: RotaryEmbedding | None = None,
+                 window: int | None = None):
+        super().__init__()
+        if d_model % n_heads != 0:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
+        self.cross, self.use_sdpa, self.rope, self.window = cross, use_sdpa, rope, window
+        self.dropout = dropout
+        if cross:
+            self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+            self.kv_proj = nn.Linear(d_model, 2 * d_model, bias=bias)
+        else:
+            self.qkv_proj = nn.Linear(d_model, 3 * d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        return x.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+
+    def _project(self, x: torch.Tensor, memory: torch.Tensor | None, cache: KVCache | None,
+                 layer: int, offset: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.cross:
+            q = self._split_heads(self.q_proj(x))
+            if cache is not None and layer in cache.cross_kv:
+                k, v = cache.cross_kv[layer]
+            else:
+                k, v = (self._split_heads(t) for t in self.kv_proj(memory).chunk(2, dim=-1))
+                if cache is not None:
+                    cache.cross_kv[layer] = (k, v)
+            return q, k, v
+        q, k, v = (self._split_heads(t) for t in self.qkv_proj(x).chunk(3, dim=-1))
+        if self.rope is not None:
+            q, k = self.rope(q, offset), self.rope(k, offset)
+        if cache is not None:
+            k, v = cache.append(layer, k, v)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, *, memory: torch.Tensor | None = None,
+                key_padding_mask: torch.Tensor | None = None, causal: bool = False,
+                output_attentions: bool = False, cache: KVCache | None = None, layer: int = 0,
+                offset: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: (B, T, d); memory: (B, S, d) for cross-attention; key_padding_mask: (B, S), True = real.
+
+        Returns the output (B, T, d) and, if requested, the weights (B, H, T, S).
+        """
+        if self.cross and memory is None:
+            raise ValueError("cross-attention needs `memory` (the encoder output)")
+        q, k, v = self._project(x, memory, cache, layer, offset)  # (B, H, T|S, hd)
+        T, S = q.shape[-2], k.shape[-2]
+        causal = causal and not self.cross
+        mask = build_attention_mask(T, S, key_padding_mask=key_padding_mask, causal=causal,
+                                    window=None if self.cross else self.window, offset=offset,
+                                    device=x.device)
+        dropout = self.dropout if self.training else 0.0
+        if self.use_sdpa and not output_attentions:
+            # A plain causal square mask lets SDPA pick its fastest (flash) kernel.
+            if causal and key_padding_mask is None and self.window is None and T == S:
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+            weights = None
+        else:
+            y, weights = self._math_attention(q, k, v, mask, dropout)
+        y = y.transpose(1, 2).reshape(x.shape[0], T, self.d_model)  # (B, T, d)
+        return self.out_proj(y), (weights if output_attentions else None)
+
+    def _math_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                        mask: torch.Tensor | None, dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, S)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+        y = F.dropout(weights, p=dropout, training=dropout > 0) @ v  # (B, H, T, hd)
+        return y, weights

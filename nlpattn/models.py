@@ -1,0 +1,254 @@
+"""Models = Embeddings → Body (→ decoder Body) → Head, plus saving and loading them.
+
+`build_model(cfg, task)` returns one of MaskedLM, CausalLM, Seq2SeqLM, SequenceClassifier.
+Every model is called HF-style: `model(input_ids, attention_mask=..., labels=...)` → ModelOutput.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nlpattn.attention import KVCache
+from nlpattn.bodies import build_body
+from nlpattn.config import ModelConfig, model_config_from_dict, to_dict
+from nlpattn.errors import CheckpointError, ConfigError
+from nlpattn.heads import ClassifierHead, LMHead, MaskedLMHead
+from nlpattn.layers import Embeddings
+
+TASKS = ("mlm", "clm", "seq2seq", "classification", "regression")
+
+
+@dataclass
+class ModelOutput:
+    """What every model returns. `logits` of an MLM given labels cover masked positions only."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    hidden: torch.Tensor | None = None
+    attentions: list[torch.Tensor] = field(default_factory=list)
+    cross_attentions: list[torch.Tensor] = field(default_factory=list)
+    encoder_attentions: list[torch.Tensor] = field(default_factory=list)
+    cache: KVCache | None = None
+
+
+def check_inputs(cfg: ModelConfig, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                 name: str = "input_ids", offset: int = 0) -> None:
+    """Raise a clear ValueError for ids out of the vocabulary, over-long inputs, bad masks."""
+    if input_ids.dim() != 2:
+        raise ValueError(f"{name} must be 2-D (batch, length), got shape {tuple(input_ids.shape)}")
+    if input_ids.numel() and (int(input_ids.max()) >= cfg.vocab_size or int(input_ids.min()) < 0):
+        bad = int(input_ids.max()) if int(input_ids.max()) >= cfg.vocab_size else int(input_ids.min())
+        raise ValueError(f"{name} contains token id {bad}, outside [0, vocab_size={cfg.vocab_size})")
+    length = input_ids.shape[1] + offset
+    if cfg.position in ("learned", "sinusoidal", "rope") and length > cfg.max_len:
+        raise ValueError(f"{name} has length {length} > max_len={cfg.max_len}")
+    if attention_mask is not None and attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} does not match "
+                         f"{name} shape {tuple(input_ids.shape)}")
+
+
+def _padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    return None if attention_mask is None else attention_mask.bool()
+
+
+class _Model(nn.Module):
+    """Embeddings + one body: the shared trunk of MaskedLM, CausalLM and SequenceClassifier."""
+
+    task: str = ""
+
+    def __init__(self, cfg: ModelConfig, causal: bool):
+        super().__init__()
+        self.cfg = cfg
+        self.embeddings = Embeddings(cfg)
+        self.body = build_body(cfg, causal=causal)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               token_type_ids: torch.Tensor | None = None, output_attentions: bool = False,
+               cache: KVCache | None = None):
+        """input_ids (B, T) → BodyOutput with hidden (B, T, d)."""
+        offset = len(cache) if cache is not None else 0
+        check_inputs(self.cfg, input_ids, attention_mask if cache is None else None, offset=offset)
+        x = self.embeddings(input_ids, token_type_ids, offset=offset)
+        return self.body(x, _padding_mask(attention_mask), output_attentions=output_attentions,
+                         cache=cache, position_offset=offset)
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """Number of (unique) parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+class MaskedLM(_Model):
+    """BERT-style encoder trained to recover masked tokens."""
+
+    task = "mlm"
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg, causal=False)
+        self.head = MaskedLMHead(cfg, self.embeddings.token)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
+                output_attentions: bool = False) -> ModelOutput:
+        """Logits (B, T, V) without labels; with labels, loss and logits (N_masked, V)."""
+        body = self.encode(input_ids, attention_mask, token_type_ids, output_attentions)
+        logits, loss = self.head(body.hidden, labels)
+        return ModelOutput(loss=loss, logits=logits, hidden=body.hidden, attentions=body.attentions)
+
+
+class CausalLM(_Model):
+    """GPT-style decoder trained to predict the next token."""
+
+    task = "clm"
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg, causal=True)
+        self.head = LMHead(cfg, self.embeddings.token)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, output_attentions: bool = False,
+                cache: KVCache | None = None) -> ModelOutput:
+        """Logits (B, T, V); loss predicts labels shifted by one (labels = input_ids works)."""
+        body = self.encode(input_ids, attention_mask, None, output_attentions, cache)
+        logits, loss = self.head(body.hidden, labels)
+        return ModelOutput(loss=loss, logits=logits, hidden=body.hidden, attentions=body.attentions,
+                           cache=cache)
+
+
+class SequenceClassifier(_Model):
+    """Encoder or decoder body + classifier/regression head (num_labels == 1 → regression)."""
+
+    task = "classification"
+
+    def __init__(self, cfg: ModelConfig, num_labels: int = 2):
+        causal = cfg.arch == "decoder"
+        super().__init__(cfg, causal=causal)
+        self.num_labels = num_labels
+        pooling = "last" if causal else self.body.pooling
+        self.head = ClassifierHead(cfg, num_labels, pooling)
+        if num_labels == 1:
+            self.task = "regression"
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
+                output_attentions: bool = False) -> ModelOutput:
+        """Logits (B, num_labels) and, with labels, cross-entropy or MSE loss."""
+        body = self.encode(input_ids, attention_mask, token_type_ids, output_attentions)
+        logits, loss = self.head(body.hidden, _padding_mask(attention_mask), labels)
+        return ModelOutput(loss=loss, logits=logits, hidden=body.hidden, attentions=body.attentions)
+
+
+class Seq2SeqLM(nn.Module):
+    """Encoder-decoder (§3.1): the decoder attends to its past and, by cross-attention, to the
+    encoder's output. Embeddings and the output projection are shared."""
+
+    task = "seq2seq"
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embeddings = Embeddings(cfg)
+        self.encoder = build_body(cfg, causal=False)
+        self.decoder = build_body(cfg, causal=True, cross_attention=True)
+        self.head = LMHead(cfg, self.embeddings.token)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               output_attentions: bool = False):
+        """Source ids (B, S) → encoder BodyOutput with hidden (B, S, d)."""
+        check_inputs(self.cfg, input_ids, attention_mask)
+        return self.encoder(self.embeddings(input_ids), _padding_mask(attention_mask),
+                            output_attentions=output_attentions)
+
+    def decode(self, decoder_input_ids: torch.Tensor, memory: torch.Tensor,
+               memory_mask: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
+               output_attentions: bool = False, cache: KVCache | None = None):
+        """Target ids (B, T) + encoder output (B, S, d) → decoder BodyOutput (B, T, d)."""
+        offset = len(cache) if cache is not None else 0
+        check_inputs(self.cfg, decoder_input_ids, decoder_attention_mask if cache is None else None,
+                     name="decoder_input_ids", offset=offset)
+        x = self.embeddings(decoder_input_ids, offset=offset)
+        return self.decoder(x, _padding_mask(decoder_attention_mask), memory=memory,
+                            memory_mask=_padding_mask(memory_mask), output_attentions=output_attentions,
+                            cache=cache, position_offset=offset)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                decoder_input_ids: torch.Tensor | None = None,
+                decoder_attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                output_attentions: bool = False, cache: KVCache | None = None) -> ModelOutput:
+        """Logits (B, T, V); loss compares position t with labels[t] (targets already shifted)."""
+        if decoder_input_ids is None:
+            raise ValueError("Seq2SeqLM needs decoder_input_ids (the shifted targets)")
+        enc = self.encode(input_ids, attention_mask, output_attentions)
+        dec = self.decode(decoder_input_ids, enc.hidden, attention_mask, decoder_attention_mask,
+                          output_attentions, cache)
+        logits, loss = self.head(dec.hidden, labels, shift=False)
+        return ModelOutput(loss=loss, logits=logits, hidden=dec.hidden, attentions=dec.attentions,
+                           cross_attentions=dec.cross_attentions, encoder_attentions=enc.attentions,
+                           cache=cache)
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """Number of (unique) parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+def build_model(cfg: ModelConfig, task: str = "mlm", num_labels: int | None = None) -> nn.Module:
+    """The model for `task` (mlm | clm | seq2seq | classification | regression) from `cfg`."""
+    if task not in TASKS:
+        raise ConfigError(f"task '{task}' is not one of {', '.join(TASKS)}")
+    if task == "mlm":
+        return MaskedLM(cfg)
+    if task == "clm":
+        return CausalLM(cfg)
+    if task == "seq2seq":
+        if cfg.arch != "encoder-decoder":
+            raise ConfigError(f"model.arch: task seq2seq needs arch encoder-decoder, got '{cfg.arch}'")
+        return Seq2SeqLM(cfg)
+    if task == "regression":
+        return SequenceClassifier(cfg, num_labels=1)
+    return SequenceClassifier(cfg, num_labels=num_labels or 2)
+
+
+def save_model(model: nn.Module, directory: str | os.PathLike) -> None:
+    """Write model.safetensors + model.json (config, task, num_labels) atomically into `directory`."""
+    from safetensors.torch import save_model as st_save_model
+
+    from nlpattn.fileio import atomic_path, atomic_write_json
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_path(directory / "model.safetensors") as tmp:
+        st_save_model(_unwrap(model), str(tmp))
+    meta = {"task": model.task, "num_labels": getattr(model, "num_labels", None),
+            "config": to_dict(model.cfg)}
+    atomic_write_json(directory / "model.json", meta)
+
+
+def load_model(path: str | os.PathLike, map_location: str = "cpu") -> nn.Module:
+    """Load a model saved by `save_model` from a run/checkpoint directory (safetensors only)."""
+    from safetensors.torch import load_model as st_load_model
+
+    directory = Path(path)
+    meta_path, weights = directory / "model.json", directory / "model.safetensors"
+    if not meta_path.is_file() or not weights.is_file():
+        raise CheckpointError(f"{directory}: no model.json + model.safetensors (not a run directory?)")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    cfg = model_config_from_dict(meta["config"], source=str(meta_path))
+    model = build_model(cfg, meta["task"], meta.get("num_labels"))
+    st_load_model(model, str(weights), strict=True, device=map_location)
+    return model
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The underlying module of a DDP/compiled wrapper."""
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model)
+
+
+def replace_config(cfg: ModelConfig, **changes) -> ModelConfig:
+    """A copy of `cfg` with some fields changed."""
+    return dataclasses.replace(cfg, **changes)

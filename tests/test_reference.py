@@ -1,0 +1,140 @@
+"""Our models with converted weights equal transformers' BERT / GPT-2 and torch.nn.Transformer."""
+import pytest
+import torch
+import transformers
+
+from nlpattn.config import ModelConfig
+from nlpattn.interop.hf import from_torch_transformer, from_transformers, to_transformers
+from nlpattn.models import build_model
+
+
+def small_bert(**kw):
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=4, intermediate_size=64,
+                                  max_position_embeddings=40, **kw)
+    return transformers.BertForMaskedLM(cfg).eval()
+
+
+def small_gpt2():
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=97, n_embd=32, n_layer=2, n_head=4, n_positions=40,
+                                  bos_token_id=None, eos_token_id=None)
+    return transformers.GPT2LMHeadModel(cfg).eval()
+
+
+def padded_batch(B=3, T=12, vocab=97):
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, vocab, (B, T), generator=g)
+    mask = torch.ones(B, T, dtype=torch.long)
+    for b, length in enumerate([T, T - 4, 5][:B]):
+        mask[b, length:] = 0
+        ids[b, length:] = 0
+    return ids, mask
+
+
+def max_diff_real_tokens(a, b, mask):
+    keep = mask.bool()
+    return (a[keep] - b[keep]).abs().max().item()
+
+
+def test_bert_mlm_logits_equal_transformers():
+    hf = small_bert()
+    ours = from_transformers(hf).eval()
+    ids, mask = padded_batch()
+    types = torch.zeros_like(ids)
+    types[:, 6:] = 1
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+        mine = ours(ids, attention_mask=mask, token_type_ids=types).logits
+    assert max_diff_real_tokens(mine, theirs, mask) < 1e-5
+
+
+def test_bert_mlm_loss_only_on_masked_positions_equals_transformers():
+    hf = small_bert()
+    ours = from_transformers(hf).eval()
+    ids, mask = padded_batch()
+    labels = torch.full_like(ids, -100)
+    labels[0, [1, 4, 9]] = ids[0, [1, 4, 9]]
+    labels[2, 3] = ids[2, 3]
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, attention_mask=mask, labels=labels)
+        mine = ours(ids, attention_mask=mask, labels=labels)
+    assert mine.logits.shape == (4, 97)  # masked positions only
+    torch.testing.assert_close(mine.loss, theirs.loss, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mine.logits, theirs.logits[labels != -100], atol=1e-5, rtol=1e-5)
+
+
+def test_gpt2_logits_equal_transformers():
+    hf = small_gpt2()
+    ours = from_transformers(hf).eval()
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, attention_mask=mask).logits
+        mine = ours(ids, attention_mask=mask).logits
+    assert max_diff_real_tokens(mine, theirs, mask) < 1e-5
+    with torch.no_grad():
+        loss_theirs = hf(input_ids=ids[:1], labels=ids[:1]).loss
+        loss_mine = ours(ids[:1], labels=ids[:1]).loss
+    torch.testing.assert_close(loss_mine, loss_theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_bert_classifier_equals_transformers():
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=64, max_position_embeddings=40, num_labels=3)
+    hf = transformers.BertForSequenceClassification(cfg).eval()
+    ours = from_transformers(hf).eval()
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids, mask).logits, hf(input_ids=ids, attention_mask=mask).logits,
+                                   atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("make", [small_bert, small_gpt2])
+def test_round_trip_reproduces_logits(make):
+    hf = make()
+    back = to_transformers(from_transformers(hf))
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        a = hf(input_ids=ids, attention_mask=mask).logits
+        b = back(input_ids=ids, attention_mask=mask).logits
+    assert max_diff_real_tokens(a, b, mask) < 1e-6
+
+
+def test_to_transformers_from_our_own_random_model():
+    cfg = ModelConfig(arch="encoder", norm="post", vocab_size=61, d_model=32, n_heads=4, d_ff=48,
+                      n_layers=2, max_len=32, dropout=0.0, type_vocab_size=2)
+    torch.manual_seed(3)
+    ours = build_model(cfg, "mlm").eval()
+    hf = to_transformers(ours)
+    ids, mask = padded_batch(vocab=61)
+    with torch.no_grad():
+        assert max_diff_real_tokens(ours(ids, mask).logits, hf(input_ids=ids, attention_mask=mask).logits, mask) < 1e-5
+
+
+def test_to_transformers_rejects_incompatible_model():
+    from nlpattn.errors import ConfigError
+
+    cfg = ModelConfig(arch="encoder", norm="pre", vocab_size=61, d_model=32, n_heads=4, d_ff=48)
+    with pytest.raises(ConfigError, match="norm=post"):
+        to_transformers(build_model(cfg, "mlm"))
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_encoder_decoder_equals_torch_transformer(norm_first):
+    torch.manual_seed(0)
+    ref = torch.nn.Transformer(d_model=32, nhead=4, num_encoder_layers=2, num_decoder_layers=3,
+                               dim_feedforward=64, dropout=0.0, batch_first=True,
+                               norm_first=norm_first).eval()
+    ours = from_torch_transformer(ref, vocab_size=50).eval()
+    src, tgt = torch.randn(2, 9, 32), torch.randn(2, 6, 32)
+    src_pad = torch.ones(2, 9, dtype=torch.bool)
+    src_pad[1, 6:] = False
+    causal = torch.nn.Transformer.generate_square_subsequent_mask(6)
+    with torch.no_grad():
+        theirs = ref(src, tgt, tgt_mask=causal, src_key_padding_mask=~src_pad,
+                     memory_key_padding_mask=~src_pad, tgt_is_causal=True)
+        memory = ours.encoder(src, src_pad).hidden
+        mine = ours.decoder(tgt, None, memory=memory, memory_mask=src_pad).hidden
+    assert (mine - theirs).abs().max().item() < 1e-5
