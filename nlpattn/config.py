@@ -91,6 +91,7 @@ class DataConfig:
     text_column: str = "text"
     streaming: bool = False
     valid_fraction: float = 0.0  # hold out the tail of train_files when valid_files is empty
+    doc_split: str = "auto"  # auto | file | line | blank | wikitext | row: where documents start
     block_size: int = 128
     cache_dir: str | None = None  # token cache; None → <output_dir>/cache
     num_workers: int = 0
