@@ -46,6 +46,30 @@ class Body(nn.Module):
         raise NotImplementedError
 
 
+def sequence_direction(cfg: ModelConfig, causal: bool) -> bool:
+    """Whether a recurrent/convolutional body reads both directions (cfg.bidirectional; None →
+    not causal). A causal body that asks for both directions is a ConfigError."""
+    from nlpattn.errors import ConfigError
+
+    if cfg.bidirectional is None:
+        return not causal
+    if cfg.bidirectional and causal:
+        raise ConfigError(f"model.bidirectional: true is impossible for a causal {cfg.body} body "
+                          f"(decoder / clm); use false or leave it unset")
+    return cfg.bidirectional
+
+
+def check_no_memory_or_cache(body: Body, memory: torch.Tensor | None, cache: object | None) -> None:
+    """Reject the Transformer-only inputs (cross-attention memory, KV cache) with one clear line."""
+    from nlpattn.errors import ConfigError
+
+    if memory is not None:
+        raise ConfigError(f"model.body: '{body.cfg.body}' has no cross-attention (memory given)")
+    if cache is not None:
+        raise ConfigError(f"model.body: '{body.cfg.body}' has no KV cache; "
+                          f"recompute the whole prefix instead (generate with use_cache=False)")
+
+
 BODY_REGISTRY: dict[str, Callable[[], type[Body]]] = {}
 
 
