@@ -1,0 +1,340 @@
+"""Corpus → token cache: tokenize text once, keep the ids in memory-mapped shards on disk.
+
+Layout of a cache directory (all written under a temporary name, renamed when complete):
+
+    index.json          format, dtype, shards, n_tokens, n_docs, eos_id, fingerprint, sources
+    doc_starts.npy      int64 offset of each document's first token (no pickle)
+    tokens-00000.bin    raw uint16 ids (uint32 when the vocabulary has more than 65,536 ids)
+
+Documents are stored back to back with `[EOS]` after each one, so a window read for causal
+LM training is already "packed with EOS between documents". The fingerprint covers the source
+files (size, mtime, content hash), the tokenizer hash and the builder settings: the same
+inputs reuse the cache, a changed source or tokenizer rebuilds it.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import re
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from nlpattn.data.sources import (DOC_SPLITS, TableSource, detect_doc_split, doc_starts_for,
+                                  file_signature, iter_line_blocks, iter_table_blocks,
+                                  resolve_files, split_table_files, table_signature, table_source)
+from nlpattn.errors import ConfigError, DataError
+from nlpattn.fileio import atomic_dir, atomic_write_json
+
+FORMAT_VERSION = 1
+INDEX = "index.json"
+DOC_STARTS = "doc_starts.npy"
+
+__all__ = ["TokenCache", "build_token_cache", "build_corpus", "resolve_files", "TableSource"]
+
+
+class TokenCache:
+    """A read-only view of a token cache (or of a token range of it, see `slice`)."""
+
+    def __init__(self, directory: str | os.PathLike, index: dict, start: int = 0, end: int | None = None) -> None:
+        self.directory, self.index = Path(directory), index
+        self.dtype = np.dtype(index["dtype"])
+        self._shards = [np.memmap(self.directory / s["file"], dtype=self.dtype, mode="r")
+                        for s in index["shards"]]
+        self._offsets = np.cumsum([0] + [len(s) for s in self._shards])
+        self.start, self.end = start, int(self._offsets[-1]) if end is None else end
+        self.eos_id: int = index["eos_id"]
+        self.fingerprint: str = index["fingerprint"]
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike) -> "TokenCache":
+        """Open an existing cache directory; DataError if it is missing or incomplete."""
+        index = _read_index(Path(directory))
+        if index is None:
+            raise DataError(f"{directory}: not a complete token cache (no valid {INDEX})")
+        return cls(directory, index)
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def __repr__(self) -> str:
+        return f"TokenCache({self.directory}, tokens={len(self)}, docs={len(self.doc_starts)}, {self.dtype})"
+
+    @property
+    def tokens(self) -> np.ndarray:
+        """All tokens of this view as one 1-D array (a memmap view when there is a single shard)."""
+        if len(self._shards) == 1:
+            return self._shards[0][self.start:self.end]
+        return self.window(0, len(self))  # several shards: a copy (use `window` on huge corpora)
+
+    @property
+    def doc_starts(self) -> np.ndarray:
+        """Offsets (relative to this view) of the documents that start inside it."""
+        starts = np.load(self.directory / DOC_STARTS, mmap_mode="r", allow_pickle=False)
+        lo, hi = np.searchsorted(starts, [self.start, self.end])
+        return np.asarray(starts[lo:hi]) - self.start
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes on disk of the token shards."""
+        return int(self._offsets[-1]) * self.dtype.itemsize
+
+    def window(self, offset: int, length: int) -> np.ndarray:
+        """Tokens [offset, offset+length) of this view as an int64 array (crosses shards)."""
+        lo = self.start + offset
+        hi = lo + length
+        if offset < 0 or hi > self.end:
+            raise IndexError(f"window [{offset}, {offset + length}) outside a view of {len(self)} tokens")
+        if len(self._shards) == 1:
+            return self._shards[0][lo:hi].astype(np.int64)
+        out, pos = np.empty(length, dtype=np.int64), 0
+        first = int(np.searchsorted(self._offsets, lo, side="right")) - 1
+        for k in range(first, len(self._shards)):
+            s0 = max(lo, int(self._offsets[k])) - int(self._offsets[k])
+            s1 = min(hi, int(self._offsets[k + 1])) - int(self._offsets[k])
+            if s1 <= s0:
+                break
+            out[pos:pos + s1 - s0] = self._shards[k][s0:s1]
+            pos += s1 - s0
+        return out
+
+    def slice(self, start: int, end: int) -> "TokenCache":
+        """A view of tokens [start, end) of this view (no copy)."""
+        if not 0 <= start <= end <= len(self):
+            raise IndexError(f"slice [{start}, {end}) outside a view of {len(self)} tokens")
+        return TokenCache(self.directory, self.index, self.start + start, self.start + end)
+
+    def split_tail(self, fraction: float) -> tuple["TokenCache", "TokenCache"]:
+        """(first 1-fraction, last fraction) of the tokens, e.g. 90% train / 10% validation."""
+        if not 0.0 < fraction < 1.0:
+            raise ConfigError(f"data.valid_fraction must be in (0, 1), got {fraction}")
+        cut = len(self) - max(1, int(round(len(self) * fraction)))
+        return self.slice(0, cut), self.slice(cut, len(self))
+
+
+def _read_index(directory: Path) -> dict | None:
+    path = directory / INDEX
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+        itemsize = np.dtype(index["dtype"]).itemsize
+        for shard in index["shards"]:
+            if (directory / shard["file"]).stat().st_size != shard["n_tokens"] * itemsize:
+                return None
+        if not (directory / DOC_STARTS).is_file() or index.get("format") != FORMAT_VERSION:
+            return None
+        return index
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class _ShardWriter:
+    """Appends token arrays to fixed-size shard files; records document starts."""
+
+    def __init__(self, directory: Path, dtype: np.dtype, shard_tokens: int) -> None:
+        self.directory, self.dtype, self.shard_tokens = directory, dtype, shard_tokens
+        self.shards: list[dict] = []
+        self.n_tokens, self._file, self._in_shard = 0, None, 0
+        self.doc_starts: list[np.ndarray] = []
+
+    def write(self, arr: np.ndarray) -> None:
+        while arr.size:
+            if self._file is None or self._in_shard == self.shard_tokens:
+                self._open_next()
+            take = min(arr.size, self.shard_tokens - self._in_shard)
+            arr[:take].tofile(self._file)
+            self._in_shard += take
+            self.shards[-1]["n_tokens"] = self._in_shard
+            self.n_tokens += take
+            arr = arr[take:]
+
+    def _open_next(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        name = f"tokens-{len(self.shards):05d}.bin"
+        self._file, self._in_shard = open(self.directory / name, "wb"), 0
+        self.shards.append({"file": name, "n_tokens": 0})
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        np.save(self.directory / DOC_STARTS,
+                np.concatenate(self.doc_starts) if self.doc_starts else np.zeros(0, np.int64))
+
+
+class WordMemoEncoder:
+    """`encode_batch` that encodes each distinct space-led segment (" word") once and reuses it.
+
+    Exact for tokenizers whose pre-tokenizer never joins text across a space followed by a
+    non-space (byte-level BPE's GPT-2 regex, BERT's whitespace split, Metaspace, characters):
+    then encode(line) == concat(encode(segment)). `build_token_cache` checks this on the first
+    lines it sees and falls back to plain `encode_batch` on any difference.
+    """
+
+    KINDS = ("bpe", "wordpiece", "unigram", "char")
+    _SPLIT = re.compile(r"(?= \S)")  # before a space that is followed by a non-space
+    _WS_THEN_SPACE = re.compile(r"[^\S ] ")  # e.g. "\t " — makes the fast split unsafe
+
+    def __init__(self, tokenizer, max_entries: int = 1 << 21) -> None:
+        self.tok, self.max_entries = tokenizer, max_entries
+        self.memo: dict[str, list[int]] = {}
+
+    def segments(self, line: str) -> list[str]:
+        """`line` cut before spaces that begin a word (or a whitespace run after a word)."""
+        if "  " in line or self._WS_THEN_SPACE.search(line):
+            return [s for s in self._SPLIT.split(line) if s]
+        head, *rest = line.split(" ")
+        return [head, *[" " + p for p in rest]] if head else [" " + p for p in rest]
+
+    def encode_batch(self, lines: list[str]) -> list[list[int]]:
+        """Token ids of each line, identical to `tokenizer.encode_batch(lines)`."""
+        segs = [self.segments(line) for line in lines]
+        memo = self.memo
+        new = list({s for line_segs in segs for s in line_segs if s not in memo})
+        if len(memo) + len(new) > self.max_entries:
+            memo.clear()
+            new = list({s for line_segs in segs for s in line_segs})
+        memo.update(zip(new, self.tok.encode_batch(new)))
+        get = memo.__getitem__
+        return [list(itertools.chain.from_iterable(map(get, line_segs))) for line_segs in segs]
+
+    def agrees(self, lines: list[str]) -> bool:
+        """Whether the memo path gives exactly the tokenizer's own ids on `lines`."""
+        return self.encode_batch(lines) == self.tok.encode_batch(lines)
+
+
+class _DocAssembler:
+    """Turns (lines, doc-start flags) into ids with `[EOS]` closing every document."""
+
+    def __init__(self, tokenizer, writer: _ShardWriter, encoder=None) -> None:
+        self.tok, self.writer = tokenizer, writer
+        self.encoder = encoder or tokenizer
+        self.eos = tokenizer.eos_id
+        self.doc_has_text = False  # current document has a non-blank line
+        self.open_doc = False
+        self.text_lines = 0  # non-blank lines seen (to reject sources without text)
+
+    def add(self, lines: list[str], flags: list[bool]) -> None:
+        parts, starts = [], []
+        pos = self.writer.n_tokens
+        for ids, line, flag in zip(self.encoder.encode_batch(lines), lines, flags):
+            if flag and self.doc_has_text:  # a new document begins: close the previous one
+                parts.append((self.eos,))
+                pos += 1
+                self.doc_has_text = self.open_doc = False
+            if not self.open_doc and ids:
+                starts.append(pos)
+                self.open_doc = True
+            if line.strip():
+                self.doc_has_text = True
+                self.text_lines += 1
+            parts.append(ids)
+            pos += len(ids)
+        count = pos - self.writer.n_tokens
+        arr = np.fromiter(itertools.chain.from_iterable(parts), dtype=self.writer.dtype, count=count)
+        self.writer.write(arr)
+        if starts:
+            self.writer.doc_starts.append(np.asarray(starts, dtype=np.int64))
+
+    def finish(self) -> None:
+        if self.open_doc:
+            self.writer.write(np.asarray([self.eos], dtype=self.writer.dtype))
+            self.open_doc = self.doc_has_text = False
+
+
+def _sources_of(sources, text_column: str, streaming: bool) -> list[Path | TableSource]:
+    if isinstance(sources, TableSource):
+        return [sources]
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    tables = [s for s in sources if isinstance(s, TableSource)]
+    text_files, grouped = split_table_files(resolve_files([s for s in sources if not isinstance(s, TableSource)]))
+    for builder, files in grouped.items():
+        tables.append(TableSource(builder, data_files=tuple(str(f) for f in files),
+                                  text_column=text_column, streaming=streaming))
+    return [*text_files, *tables]
+
+
+def _blocks_of(source: Path | TableSource, doc_split: str) -> Iterator[tuple[list[str], list[bool]]]:
+    blocks = iter_table_blocks(source) if isinstance(source, TableSource) else iter_line_blocks(source)
+    mode, prev_blank, first = doc_split, False, True
+    for lines in blocks:
+        if first and mode == "auto":
+            mode = detect_doc_split(lines, "row" if isinstance(source, TableSource) else "file")
+        flags, prev_blank = doc_starts_for(lines, mode, prev_blank)
+        if first and flags:
+            flags[0] = True  # every file / table starts a document
+        first = False
+        yield lines, flags
+
+
+def fingerprint_of(sources: list[Path | TableSource], tokenizer, doc_split: str) -> str:
+    """Hash of the source signatures, the tokenizer hash and the builder settings."""
+    sigs = [table_signature(s) if isinstance(s, TableSource) else file_signature(s) for s in sources]
+    blob = json.dumps({"format": FORMAT_VERSION, "tokenizer": tokenizer.hash(), "doc_split": doc_split,
+                       "eos": tokenizer.eos_id, "sources": sigs}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def build_token_cache(sources: Sequence[str | os.PathLike | TableSource] | str | TableSource, tokenizer,
+                      cache_dir: str | os.PathLike, *, doc_split: str = "auto", text_column: str = "text",
+                      streaming: bool = False, shard_tokens: int = 1 << 27,
+                      rebuild: bool = False, memo: bool = True) -> TokenCache:
+    """Tokenize `sources` (files, dirs, globs, .gz, json/csv/parquet, hub tables) into `cache_dir`."""
+    if doc_split not in DOC_SPLITS:
+        raise ConfigError(f"data.doc_split must be one of {', '.join(DOC_SPLITS)}; got '{doc_split}'")
+    if tokenizer.eos_id is None:
+        raise ConfigError("the tokenizer has no [EOS] token to separate documents")
+    srcs = _sources_of(sources, text_column, streaming)
+    fingerprint = fingerprint_of(srcs, tokenizer, doc_split)
+    index = _read_index(Path(cache_dir))
+    if index is not None and index["fingerprint"] == fingerprint and not rebuild:
+        return TokenCache(cache_dir, index)
+    dtype = np.dtype(np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32)
+    with atomic_dir(cache_dir) as tmp:
+        writer = _ShardWriter(tmp, dtype, shard_tokens)
+        assembler = _DocAssembler(tokenizer, writer)
+        for src in srcs:
+            before = (writer.n_tokens, assembler.text_lines)
+            for lines, flags in _blocks_of(src, doc_split):
+                if memo and assembler.encoder is tokenizer and tokenizer.kind in WordMemoEncoder.KINDS:
+                    encoder = WordMemoEncoder(tokenizer)
+                    memo = encoder.agrees(lines[:64])  # else: plain encode_batch from here on
+                    assembler.encoder = encoder if memo else tokenizer
+                assembler.add(lines, flags)
+            if writer.n_tokens == before[0] or assembler.text_lines == before[1]:
+                name = src.describe() if isinstance(src, TableSource) else str(src)
+                raise DataError(f"{name}: contains no text")
+            assembler.finish()
+        writer.close()
+        n_docs = sum(len(d) for d in writer.doc_starts)
+        atomic_write_json(tmp / INDEX, {
+            "format": FORMAT_VERSION, "dtype": dtype.name, "n_tokens": writer.n_tokens, "n_docs": n_docs,
+            "shards": writer.shards, "eos_id": tokenizer.eos_id, "vocab_size": tokenizer.vocab_size,
+            "tokenizer": tokenizer.kind, "doc_split": doc_split, "fingerprint": fingerprint,
+            "sources": [s.describe() if isinstance(s, TableSource) else str(s) for s in srcs]})
+    return TokenCache.open(cache_dir)
+
+
+def build_corpus(cfg, tokenizer) -> tuple[TokenCache, TokenCache | None]:
+    """Train and validation caches from a Config: valid_files, else valid_fraction, else the dataset's validation split."""
+    d = cfg.data
+    root = Path(d.cache_dir) if d.cache_dir else Path(cfg.output_dir) / "cache"
+    opts = {"doc_split": d.doc_split, "text_column": d.text_column, "streaming": d.streaming}
+    if d.train_files:
+        train = build_token_cache(d.train_files, tokenizer, root / "train", **opts)
+    elif d.dataset:
+        train = build_token_cache(table_source(d.dataset, "train", d.text_column, d.streaming),
+                                  tokenizer, root / "train", **opts)
+    else:
+        raise ConfigError("data.train_files and data.dataset are both empty: nothing to train on")
+    if d.valid_files:
+        return train, build_token_cache(d.valid_files, tokenizer, root / "valid", **opts)
+    if d.valid_fraction > 0:
+        return train.split_tail(d.valid_fraction)
+    if d.dataset and not d.train_files:
+        source = table_source(d.dataset, "validation", d.text_column, d.streaming)
+        return train, build_token_cache(source, tokenizer, root / "valid", **opts)
+    return train, None
