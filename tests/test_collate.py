@@ -1,0 +1,188 @@
+"""Collators: masking statistics within 1% of spec, exact span-corruption bookkeeping, padding."""
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+import torch
+
+from nlpattn.config import TokenizerConfig
+from nlpattn.data.blocks import BlockLoader, RandomBlocks
+from nlpattn.data.collate import (IGNORE_INDEX, ClassificationCollator, CLMCollator, MLMCollator,
+                                  SpanCorruptionCollator, span_noise_mask)
+from nlpattn.data.corpus import build_token_cache
+from nlpattn.errors import ConfigError
+from nlpattn.tokenizer import train_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+WIKI = REPO / "data" / "wikitext-2" / "valid.txt.gz"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    lines = gzip.decompress(WIKI.read_bytes()).decode("utf-8").splitlines(keepends=True)[:1500]
+    return train_tokenizer(TokenizerConfig(kind="wordpiece", vocab_size=1500, n_sentinels=40), texts=lines)
+
+
+@pytest.fixture(scope="module")
+def blocks(tok, tmp_path_factory):
+    cache = build_token_cache([WIKI], tok, tmp_path_factory.mktemp("cache") / "c")
+    return RandomBlocks(cache, 128, seed=0)
+
+
+def batches(blocks, collate, n: int, batch_size: int = 8):
+    loader = BlockLoader(blocks, batch_size, collate, seed=1)
+    return [next(loader) for _ in range(n)]
+
+
+def mlm_counts(tok, batch_list):
+    special = torch.tensor(sorted(tok.special_ids))
+    total = masked = as_mask = unchanged = 0
+    for b in batch_list:
+        chosen = b["labels"] != IGNORE_INDEX
+        total += int((~torch.isin(torch.where(chosen, b["labels"], b["input_ids"]), special)).sum())
+        masked += int(chosen.sum())
+        as_mask += int((b["input_ids"][chosen] == tok.mask_id).sum())
+        unchanged += int((b["input_ids"][chosen] == b["labels"][chosen]).sum())
+    return total, masked, as_mask, unchanged
+
+
+@pytest.mark.parametrize("whole_word", [False, True])
+def test_mlm_rates_within_one_percent(tok, blocks, whole_word):
+    collate = MLMCollator(tok, mlm_probability=0.15, whole_word_mask=whole_word)
+    got = batches(blocks, collate, 200)
+    total, masked, as_mask, unchanged = mlm_counts(tok, got)
+    randomised = masked - as_mask - unchanged
+    assert abs(masked / total - 0.15) < 0.01
+    assert abs(as_mask / masked - 0.8) < 0.01
+    assert abs(randomised / masked - 0.1) < 0.01
+    assert abs(unchanged / masked - 0.1) < 0.01
+    for b in got:
+        assert b["attention_mask"] is None
+        chosen = b["labels"] != IGNORE_INDEX
+        assert not any(int(i) in tok.special_ids for i in b["labels"][chosen])  # specials never masked
+        random_tokens = b["input_ids"][chosen & (b["input_ids"] != b["labels"]) & (b["input_ids"] != tok.mask_id)]
+        assert not any(int(i) in tok.special_ids for i in random_tokens)
+
+
+def test_other_mlm_probability(tok, blocks):
+    total, masked, _, _ = mlm_counts(tok, batches(blocks, MLMCollator(tok, mlm_probability=0.3), 100))
+    assert abs(masked / total - 0.3) < 0.01
+
+
+def test_whole_word_masking_masks_whole_words(tok, blocks):
+    collate = MLMCollator(tok, whole_word_mask=True)
+    partial_words = 0
+    for b in batches(blocks, collate, 30):
+        words = collate.word_index(torch.where(b["labels"] != IGNORE_INDEX, b["labels"], b["input_ids"]))
+        chosen = b["labels"] != IGNORE_INDEX
+        for row in range(len(words)):
+            for w in words[row][chosen[row]].unique():
+                in_word = words[row] == w
+                partial_words += int(not bool(chosen[row][in_word].all()))
+    assert partial_words == 0
+    ids = torch.tensor([tok.encode(" the lobsters found shelter")])
+    word_of = collate.word_index(ids)[0].tolist()
+    assert word_of == tok.word_ids(" the lobsters found shelter")[1]
+    assert len(set(word_of)) == 4 and len(word_of) > 4  # some word was split into pieces
+
+
+def test_mlm_is_deterministic_under_a_generator(tok, blocks):
+    samples = [blocks[i] for i in range(4)]
+    collate = MLMCollator(tok)
+    a = collate(samples, generator=torch.Generator().manual_seed(5))
+    b = collate(samples, generator=torch.Generator().manual_seed(5))
+    c = collate(samples, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])
+    assert not torch.equal(a["labels"], c["labels"])
+
+
+def test_padding_is_never_masked_and_has_attention_mask(tok):
+    examples = [tok.encode("the cat sat on the mat", add_special_tokens=True), tok.encode("a b", add_special_tokens=True)]
+    collate = MLMCollator(tok, mlm_probability=0.9, generator=torch.Generator().manual_seed(0))
+    out = collate(examples)
+    assert out["attention_mask"].tolist()[1] == [1] * len(examples[1]) + [0] * (len(examples[0]) - len(examples[1]))
+    pads = out["attention_mask"] == 0
+    assert (out["labels"][pads] == IGNORE_INDEX).all() and (out["input_ids"][pads] == tok.pad_id).all()
+    assert (out["labels"][:, 0] == IGNORE_INDEX).all()  # [CLS] is special
+
+
+def test_clm_labels_equal_inputs_and_ignore_padding(tok, blocks):
+    samples = [blocks[i] for i in range(3)]
+    out = CLMCollator(tok)(samples)
+    assert out["attention_mask"] is None
+    assert torch.equal(out["labels"], out["input_ids"]) and torch.equal(out["input_ids"][1], samples[1])
+    out = CLMCollator(tok)([samples[0], samples[1][:50]])
+    assert out["attention_mask"][1].sum() == 50
+    assert (out["labels"][1, 50:] == IGNORE_INDEX).all() and torch.equal(out["labels"][1, :50], samples[1][:50])
+
+
+def reconstruct(inputs: list[int], targets: list[int], sentinels: list[int], eos: int) -> list[int]:
+    """Put the target spans back where their sentinels are in the input."""
+    spans, current = {}, None
+    for t in targets[:-1]:
+        if t in sentinels:
+            current = t
+            spans[current] = []
+        else:
+            spans[current].append(t)
+    out = []
+    for t in inputs[:-1]:
+        out.extend(spans[t] if t in sentinels else [t])
+    assert inputs[-1] == eos and targets[-1] == eos
+    return out
+
+
+def test_span_corruption_matches_t5_spec(tok, blocks):
+    collate = SpanCorruptionCollator(tok, noise_density=0.15, mean_span_length=3.0)
+    big = RandomBlocks(blocks.cache, 512, seed=2)
+    loader = BlockLoader(big, 4, collate, seed=0)
+    noise_tokens = spans = total = 0
+    for _ in range(10):
+        b = next(loader)
+        assert b["attention_mask"] is None
+        assert torch.equal(b["decoder_input_ids"][:, 0], torch.full((4,), tok.bos_id))
+        assert torch.equal(b["decoder_input_ids"][:, 1:], b["labels"][:, :-1])
+        for j in range(4):
+            inputs, targets = b["input_ids"][j].tolist(), b["labels"][j].tolist()
+            original = big[(loader.batches - 1) * 4 + j].tolist()
+            assert reconstruct(inputs, targets, tok.sentinel_ids, tok.eos_id) == original
+            assert inputs[0] not in tok.sentinel_ids and targets[0] == tok.sentinel_ids[0]
+            n_spans = sum(t in tok.sentinel_ids for t in inputs)
+            noise_tokens += len(targets) - 1 - n_spans
+            spans += n_spans
+            total += len(original)
+    assert abs(noise_tokens / total - 0.15) < 0.01
+    assert abs(noise_tokens / spans - 3.0) < 0.1
+
+
+def test_span_mask_statistics_and_sentinel_shortage(tok):
+    gen = torch.Generator().manual_seed(0)
+    run_lengths = []
+    for _ in range(200):
+        mask = span_noise_mask(128, 0.15, 3.0, gen)
+        assert int(mask.sum()) == 19 and not mask[0] and mask[-1]  # round(0.15 * 128) noise tokens
+        edges = [0, *(torch.nonzero(mask[1:] != mask[:-1]).flatten() + 1).tolist(), len(mask)]
+        runs = [(bool(mask[a]), b - a) for a, b in zip(edges, edges[1:])]
+        assert len(runs) == 12 and [r[0] for r in runs] == [False, True] * 6  # 6 spans, alternating
+        run_lengths += [n for noisy, n in runs if noisy]
+    assert min(run_lengths) >= 1 and max(run_lengths) > 6  # random lengths, not fixed 3s
+    assert abs(sum(run_lengths) / len(run_lengths) - 3.0) < 0.2
+    with pytest.raises(ConfigError, match="n_sentinels"):
+        SpanCorruptionCollator(tok, noise_density=0.5, mean_span_length=1.0)([torch.arange(11, 211)])
+
+
+def test_classification_collator_pads_and_types_labels(tok):
+    from nlpattn.data.glue import GlueExample, encode_glue
+
+    examples = [GlueExample("a", "the cat sat", "on the mat", 1.5), GlueExample("b", "dogs", "run", 4.0)]
+    enc = encode_glue(examples, tok, max_length=32)
+    batch = ClassificationCollator(tok.pad_id, is_regression=True, pad_to_multiple_of=8)(enc)
+    assert batch["input_ids"].shape == (2, 16) and batch["labels"].dtype == torch.float32
+    assert batch["attention_mask"][1].sum() == len(enc[1]["input_ids"])
+    assert batch["token_type_ids"][0].tolist()[: len(enc[0]["input_ids"])] == enc[0]["token_type_ids"]
+    classes = ClassificationCollator(tok.pad_id)([dict(e, label=1) for e in enc])
+    assert classes["labels"].dtype == torch.long
+    unlabeled = ClassificationCollator(tok.pad_id)([dict(e, label=None) for e in enc])
+    assert "labels" not in unlabeled
