@@ -13,7 +13,8 @@ import torch
 from nlpattn.config import TokenizerConfig, load_config
 from nlpattn.data.blocks import BlockLoader, RandomBlocks, SequentialBlocks
 from nlpattn.data.collate import MLMCollator
-from nlpattn.data.corpus import TokenCache, WordMemoEncoder, build_corpus, build_token_cache, resolve_files
+from nlpattn.data.corpus import TokenCache, build_corpus, build_token_cache, resolve_files
+from nlpattn.data.memo import WordMemoEncoder
 from nlpattn.data.sources import TableSource
 from nlpattn.errors import ConfigError, DataError
 from nlpattn.tokenizer import train_tokenizer

@@ -14,15 +14,14 @@ inputs reuse the cache, a changed source or tokenizer rebuilds it.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
-import re
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
+from nlpattn.data.memo import WordMemoEncoder, plain_encode_block
 from nlpattn.data.sources import (DOC_SPLITS, TableSource, detect_doc_split, doc_starts_for,
                                   file_signature, iter_line_blocks, iter_table_blocks,
                                   resolve_files, split_table_files, table_signature, table_source)
@@ -164,81 +163,45 @@ class _ShardWriter:
                 np.concatenate(self.doc_starts) if self.doc_starts else np.zeros(0, np.int64))
 
 
-class WordMemoEncoder:
-    """`encode_batch` that encodes each distinct space-led segment (" word") once and reuses it.
-
-    Exact for tokenizers whose pre-tokenizer never joins text across a space followed by a
-    non-space (byte-level BPE's GPT-2 regex, BERT's whitespace split, Metaspace, characters):
-    then encode(line) == concat(encode(segment)). `build_token_cache` checks this on the first
-    lines it sees and falls back to plain `encode_batch` on any difference.
-    """
-
-    KINDS = ("bpe", "wordpiece", "unigram", "char")
-    _SPLIT = re.compile(r"(?= \S)")  # before a space that is followed by a non-space
-    _WS_THEN_SPACE = re.compile(r"[^\S ] ")  # e.g. "\t " — makes the fast split unsafe
-
-    def __init__(self, tokenizer, max_entries: int = 1 << 21) -> None:
-        self.tok, self.max_entries = tokenizer, max_entries
-        self.memo: dict[str, list[int]] = {}
-
-    def segments(self, line: str) -> list[str]:
-        """`line` cut before spaces that begin a word (or a whitespace run after a word)."""
-        if "  " in line or self._WS_THEN_SPACE.search(line):
-            return [s for s in self._SPLIT.split(line) if s]
-        head, *rest = line.split(" ")
-        return [head, *[" " + p for p in rest]] if head else [" " + p for p in rest]
-
-    def encode_batch(self, lines: list[str]) -> list[list[int]]:
-        """Token ids of each line, identical to `tokenizer.encode_batch(lines)`."""
-        segs = [self.segments(line) for line in lines]
-        memo = self.memo
-        new = list({s for line_segs in segs for s in line_segs if s not in memo})
-        if len(memo) + len(new) > self.max_entries:
-            memo.clear()
-            new = list({s for line_segs in segs for s in line_segs})
-        memo.update(zip(new, self.tok.encode_batch(new)))
-        get = memo.__getitem__
-        return [list(itertools.chain.from_iterable(map(get, line_segs))) for line_segs in segs]
-
-    def agrees(self, lines: list[str]) -> bool:
-        """Whether the memo path gives exactly the tokenizer's own ids on `lines`."""
-        return self.encode_batch(lines) == self.tok.encode_batch(lines)
-
-
 class _DocAssembler:
     """Turns (lines, doc-start flags) into ids with `[EOS]` closing every document."""
 
-    def __init__(self, tokenizer, writer: _ShardWriter, encoder=None) -> None:
-        self.tok, self.writer = tokenizer, writer
-        self.encoder = encoder or tokenizer
-        self.eos = tokenizer.eos_id
+    def __init__(self, tokenizer, writer: _ShardWriter) -> None:
+        self.tok, self.writer, self.eos = tokenizer, writer, tokenizer.eos_id
+        self.memo: WordMemoEncoder | None = None
         self.doc_has_text = False  # current document has a non-blank line
         self.open_doc = False
         self.text_lines = 0  # non-blank lines seen (to reject sources without text)
 
+    def encode(self, lines: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Ids of the block and ids per line (memoised when possible)."""
+        if self.memo is not None:
+            return self.memo.encode_block(lines)
+        return plain_encode_block(self.tok, lines)
+
     def add(self, lines: list[str], flags: list[bool]) -> None:
-        parts, starts = [], []
-        pos = self.writer.n_tokens
-        for ids, line, flag in zip(self.encoder.encode_batch(lines), lines, flags):
+        """Append one block of lines; a True flag may start a new document at that line."""
+        tokens, lengths = self.encode(lines)
+        eos_before, doc_first = [], []
+        for i, (line, flag, n) in enumerate(zip(lines, flags, lengths.tolist())):
             if flag and self.doc_has_text:  # a new document begins: close the previous one
-                parts.append((self.eos,))
-                pos += 1
+                eos_before.append(i)
                 self.doc_has_text = self.open_doc = False
-            if not self.open_doc and ids:
-                starts.append(pos)
+            if not self.open_doc and n:
+                doc_first.append(i)
                 self.open_doc = True
             if line.strip():
                 self.doc_has_text = True
                 self.text_lines += 1
-            parts.append(ids)
-            pos += len(ids)
-        count = pos - self.writer.n_tokens
-        arr = np.fromiter(itertools.chain.from_iterable(parts), dtype=self.writer.dtype, count=count)
-        self.writer.write(arr)
-        if starts:
-            self.writer.doc_starts.append(np.asarray(starts, dtype=np.int64))
+        line_start = np.cumsum(lengths) - lengths
+        shift = np.searchsorted(eos_before, doc_first, side="right")
+        starts = self.writer.n_tokens + line_start[doc_first] + shift
+        self.writer.write(np.insert(tokens, line_start[eos_before], self.eos).astype(self.writer.dtype))
+        if len(starts):
+            self.writer.doc_starts.append(starts.astype(np.int64))
 
     def finish(self) -> None:
+        """Close the open document with [EOS]."""
         if self.open_doc:
             self.writer.write(np.asarray([self.eos], dtype=self.writer.dtype))
             self.open_doc = self.doc_has_text = False
@@ -299,10 +262,10 @@ def build_token_cache(sources: Sequence[str | os.PathLike | TableSource] | str |
         for src in srcs:
             before = (writer.n_tokens, assembler.text_lines)
             for lines, flags in _blocks_of(src, doc_split):
-                if memo and assembler.encoder is tokenizer and tokenizer.kind in WordMemoEncoder.KINDS:
+                if memo and assembler.memo is None and tokenizer.kind in WordMemoEncoder.KINDS:
                     encoder = WordMemoEncoder(tokenizer)
-                    memo = encoder.agrees(lines[:64])  # else: plain encode_batch from here on
-                    assembler.encoder = encoder if memo else tokenizer
+                    memo = encoder.agrees(lines[:64])  # else: plain batch encoding from here on
+                    assembler.memo = encoder if memo else None
                 assembler.add(lines, flags)
             if writer.n_tokens == before[0] or assembler.text_lines == before[1]:
                 name = src.describe() if isinstance(src, TableSource) else str(src)

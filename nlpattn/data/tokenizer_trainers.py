@@ -26,17 +26,18 @@ def _hf_tokenizer(model, normalizer, pre_tokenizer, decoder):
     return tok
 
 
-def _finish(tok, texts: Iterable[str], trainer, specials: list[str]):
+def _finish(tok, texts: Iterable[str], trainer, specials: list[str], bert_template: bool = False):
     from tokenizers import Tokenizer, processors
 
     from nlpattn.tokenizer import _HFBackend
 
     tok.train_from_iterator(texts, trainer)
     tok.add_special_tokens(specials)  # already in the vocab: marks them as special (never split)
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(  # used by transformers only, not by us
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    if bert_template:  # what transformers adds around texts; our wrapper adds specials itself
+        cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
     # Re-read the serialised form so the trained object equals the saved one to the last float bit.
     return _HFBackend(Tokenizer.from_str(tok.to_str()))
 
@@ -67,7 +68,7 @@ def train_wordpiece(cfg: TokenizerConfig, texts: Iterable[str], specials: list[s
                         pre_tokenizers.BertPreTokenizer(), decoders.WordPiece(cleanup=False))
     trainer = trainers.WordPieceTrainer(vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
                                         special_tokens=specials, show_progress=False)
-    return _finish(tok, texts, trainer, specials)
+    return _finish(tok, texts, trainer, specials, bert_template=True)
 
 
 def train_unigram(cfg: TokenizerConfig, texts: Iterable[str], specials: list[str]):
