@@ -61,6 +61,9 @@ class _HFBackend:
     def token_to_id(self, token: str) -> int | None:
         return self.tok.token_to_id(token)
 
+    def id_to_token(self, i: int) -> str:
+        return self.tok.id_to_token(i) or ""
+
     def vocab(self) -> list[str]:
         inv = {i: t for t, i in self.tok.get_vocab(with_added_tokens=True).items()}
         return [inv.get(i, "") for i in range(self.size())]
@@ -96,6 +99,9 @@ class _SPBackend:
     def token_to_id(self, token: str) -> int | None:
         i = self.sp.piece_to_id(token)
         return None if i == self.sp.unk_id() and token != self.sp.id_to_piece(i) else i
+
+    def id_to_token(self, i: int) -> str:
+        return self.sp.id_to_piece(i)
 
     def vocab(self) -> list[str]:
         return [self.sp.id_to_piece(i) for i in range(self.size())]
@@ -165,12 +171,11 @@ class Tokenizer:
         return [self._pair(x, y, max_length) for x, y in zip(ids_a, ids_b)]
 
     def _pair(self, a: list[int], b: list[int] | None, max_length: int | None) -> tuple[list[int], list[int]]:
-        n_special = 2 if b is None else 3
         if max_length is not None:
-            if max_length < n_special + (0 if b is None else 1):
-                raise ConfigError(f"max_length={max_length} leaves no room for text after special tokens")
-            a, b = truncate_longest_first(a, b or [], max_length - n_special) if b is not None \
-                else (a[: max_length - n_special], None)
+            budget = max_length - (2 if b is None else 3)
+            if budget < (1 if b is None else 2):
+                raise ConfigError(f"max_length={max_length} leaves no room for text after the special tokens")
+            a, b = (a[:budget], None) if b is None else truncate_longest_first(a, b, budget)
         ids = [self.cls_id, *a, self.sep_id]
         types = [0] * len(ids)
         if b is not None:
@@ -187,7 +192,7 @@ class Tokenizer:
 
     def id_to_token(self, i: int) -> str:
         """The vocabulary string of id `i`."""
-        return self.vocab()[i]
+        return self.backend.id_to_token(int(i))
 
     def vocab(self) -> list[str]:
         """All token strings in id order."""
