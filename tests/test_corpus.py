@@ -124,7 +124,11 @@ def test_word_memo_encoder_is_exact(kind):
               "a\n b", "it 's 3 @.@ 5", "日本 語  x", "  lead", "trail  ", "x \r\n"]
     tok = train_tokenizer(TokenizerConfig(kind=kind, vocab_size=120 if kind == "char" else 800),
                           texts=lines[:800])
-    assert WordMemoEncoder(tok).encode_batch(lines) == tok.encode_batch(lines)
+    memo = WordMemoEncoder(tok)
+    assert memo.encode_batch(lines) == tok.encode_batch(lines)
+    assert len(memo.index) < len(lines) * 3  # segments were shared, not one per occurrence
+    odd = ["a\x00b c", " x"]  # the memo's key marker in the text: plain encoding for that block
+    assert WordMemoEncoder(tok).encode_batch(odd) == tok.encode_batch(odd)
 
 
 def test_tables_through_datasets_match_text_files(tmp_path, tok, wiki):
@@ -169,6 +173,9 @@ def test_bad_inputs_raise_and_leave_no_partial_cache(tmp_path, tok, wiki_file):
         resolve_files([tmp_path / "emptydir"])
     with pytest.raises(DataError, match="no files match"):
         resolve_files([str(tmp_path / "*.none")])
+    with pytest.raises(DataError, match="is not a token cache; refusing to overwrite"):
+        build_token_cache([wiki_file], tok, wiki_file.parent)
+    assert wiki_file.is_file()
     good = build_token_cache([wiki_file], tok, tmp_path / "cache")
     with pytest.raises(DataError):  # a failed rebuild keeps the old complete cache
         build_token_cache([wiki_file, tmp_path / "bin.dat"], tok, tmp_path / "cache")

@@ -255,6 +255,9 @@ def build_token_cache(sources: Sequence[str | os.PathLike | TableSource] | str |
     index = _read_index(Path(cache_dir))
     if index is not None and index["fingerprint"] == fingerprint and not rebuild:
         return TokenCache(cache_dir, index)
+    if index is None and Path(cache_dir).is_dir() and not (Path(cache_dir) / INDEX).exists() \
+            and any(Path(cache_dir).iterdir()):
+        raise DataError(f"{cache_dir}: exists and is not a token cache; refusing to overwrite it")
     dtype = np.dtype(np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32)
     with atomic_dir(cache_dir) as tmp:
         writer = _ShardWriter(tmp, dtype, shard_tokens)

@@ -38,7 +38,7 @@ class WordMemoEncoder:
 
     KINDS = ("bpe", "wordpiece", "unigram", "char")
 
-    def __init__(self, tokenizer, max_segments: int = 1 << 21) -> None:
+    def __init__(self, tokenizer, max_segments: int = 1 << 20) -> None:
         self.tok, self.max_segments = tokenizer, max_segments
         self._reset()
 

@@ -14,7 +14,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from nlpattn.errors import DataError
 
@@ -191,7 +191,7 @@ def split_table_files(files: list[Path]) -> tuple[list[Path], dict[str, list[Pat
     return text, tables
 
 
-def load_table(source: TableSource):
+def load_table(source: TableSource) -> Any:
     """Open a `datasets` table (local builder or hub name); DataError when unavailable."""
     import datasets
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 import collections
 import io
 import os
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from nlpattn.config import TokenizerConfig
 from nlpattn.errors import ConfigError
+
+if TYPE_CHECKING:
+    from nlpattn.tokenizer import _HFBackend, _SPBackend
 
 
 def _hf_tokenizer(model, normalizer, pre_tokenizer, decoder):
@@ -26,7 +29,7 @@ def _hf_tokenizer(model, normalizer, pre_tokenizer, decoder):
     return tok
 
 
-def _finish(tok, texts: Iterable[str], trainer, specials: list[str], bert_template: bool = False):
+def _finish(tok, texts: Iterable[str], trainer, specials: list[str], bert_template: bool = False) -> "_HFBackend":
     from tokenizers import Tokenizer, processors
 
     from nlpattn.tokenizer import _HFBackend
@@ -42,7 +45,7 @@ def _finish(tok, texts: Iterable[str], trainer, specials: list[str], bert_templa
     return _HFBackend(Tokenizer.from_str(tok.to_str()))
 
 
-def train_bpe(cfg: TokenizerConfig, texts: Iterable[str], specials: list[str]):
+def train_bpe(cfg: TokenizerConfig, texts: Iterable[str], specials: list[str]) -> "_HFBackend":
     """GPT-2 style byte-level BPE (no prefix space; every byte is in the alphabet)."""
     from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
@@ -59,7 +62,7 @@ def train_bpe(cfg: TokenizerConfig, texts: Iterable[str], specials: list[str]):
     return _finish(tok, texts, trainer, specials)
 
 
-def train_wordpiece(cfg: TokenizerConfig, texts: Iterable[str], specials: list[str]):
+def train_wordpiece(cfg: TokenizerConfig, texts: Iterable[str], specials: list[str]) -> "_HFBackend":
     """BERT style WordPiece: BERT normalizer and pre-tokenizer, `##` continuations."""
     from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
@@ -71,7 +74,7 @@ def train_wordpiece(cfg: TokenizerConfig, texts: Iterable[str], specials: list[s
     return _finish(tok, texts, trainer, specials, bert_template=True)
 
 
-def train_unigram(cfg: TokenizerConfig, texts: Iterable[str], specials: list[str]):
+def train_unigram(cfg: TokenizerConfig, texts: Iterable[str], specials: list[str]) -> "_HFBackend":
     """Unigram LM (Kudo 2018) on `▁`-marked words, no dummy prefix: exact round trips."""
     from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
@@ -83,7 +86,7 @@ def train_unigram(cfg: TokenizerConfig, texts: Iterable[str], specials: list[str
     return _finish(tok, texts, trainer, specials)
 
 
-def train_char(cfg: TokenizerConfig, texts: Iterable[str], specials: list[str]):
+def train_char(cfg: TokenizerConfig, texts: Iterable[str], specials: list[str]) -> "_HFBackend":
     """One token per character, most frequent first, up to `vocab_size` (the rest → [UNK])."""
     from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers
 
@@ -112,7 +115,7 @@ def _capture_errors(texts: Iterable[str], failure: list) -> Iterator[str]:
 
 
 def _train_sentencepiece(model_type: str) -> Callable:
-    def train(cfg: TokenizerConfig, texts: Iterable[str], specials: list[str]):
+    def train(cfg: TokenizerConfig, texts: Iterable[str], specials: list[str]) -> "_SPBackend":
         import sentencepiece as spm
 
         from nlpattn.tokenizer import _SPBackend
