@@ -126,6 +126,10 @@ class TrainConfig:
     log_every: int = 50
     eval_every: int = 500
     eval_batches: int | None = 50  # None = the whole validation set
+    eval_batch_size: int | None = None  # None → batch_size
+    final_eval_batches: int | None = None  # the eval after the last step; None = whole set
+    num_threads: int | None = None  # torch threads per process; None → torch's default (cores / processes)
+    init_std: float | None = 0.02  # from-scratch init N(0, std), GPT-2 residual scaling; None = layer defaults
     save_every: int = 1000
     keep_last: int = 2
     resume: str = "auto"  # auto | never | PATH

@@ -1,0 +1,358 @@
+"""The one training loop, built on Hugging Face Accelerate (pretraining and fine-tuning).
+
+`Trainer` is task-agnostic: it is given a model (called `model(**batch)` → `.loss`), an endless
+resumable iterator of this process's micro-batches, and evaluation function(s). It owns the
+optimizer (AdamW, no decay on biases/norms/embeddings), the schedule, gradient accumulation,
+mixed precision, clipping, logging, atomic checkpoints, resuming, the wall-clock budget and
+SIGINT/SIGTERM handling. Nothing in it syncs the device per step except where asked
+(`train.nan_skip > 0`): losses are gathered at log steps.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import torch
+from torch import nn
+
+from nlpattn.config import TrainConfig
+from nlpattn.errors import TrainingError
+from nlpattn.fileio import atomic_write_json
+from nlpattn.train import checkpoint as ckpt
+from nlpattn.train.log import RunLogger
+from nlpattn.train.runtime import Signals, count_tokens, make_accelerator, peak_memory_mib
+from nlpattn.train.schedule import build_optimizer, build_scheduler
+
+EvalFn = Callable[[nn.Module, "object"], dict]  # (model, accelerator) → {"loss": ..., ...}
+_STOP_CODES = {None: 0, "max_minutes": 1, "SIGINT": 2, "SIGTERM": 3}
+
+
+class BatchSource(Protocol):
+    """What the Trainer needs from data: endless micro-batches for this process, a position."""
+
+    def __next__(self) -> dict: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@dataclass
+class TrainerState:
+    """Progress counters, saved in every checkpoint's trainer_state.json."""
+
+    step: int = 0  # optimizer steps done
+    tokens: int = 0  # input tokens seen, all processes
+    wall_s: float = 0.0  # fit() wall time of earlier sessions (resumes add up)
+    train_s: float = 0.0  # time in training steps only (no eval / checkpoint)
+    nan_skipped: int = 0
+    last_eval: dict = field(default_factory=dict)
+
+
+class Trainer:
+    """Train `model` on `train_batches` under Accelerate; see the module docstring."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, train_batches: BatchSource,
+                 run_dir: str | os.PathLike, *, eval_fn: EvalFn | None = None,
+                 final_eval_fn: EvalFn | None = None, accelerator=None,
+                 tokens_fn: Callable[[dict], int] = count_tokens, summary_extra: dict | None = None) -> None:
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.accelerator = accelerator if accelerator is not None else make_accelerator(cfg)
+        self.batches, self.tokens_fn = train_batches, tokens_fn
+        self.eval_fn, self.final_eval_fn = eval_fn, final_eval_fn or eval_fn
+        self.summary_extra = dict(summary_extra or {})
+        self.state = TrainerState()
+        self.resumed_from: Path | None = None
+        self.n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+        if cfg.compile:
+            model = torch.compile(model)
+        optimizer = build_optimizer(model, cfg)
+        scheduler = build_scheduler(optimizer, cfg, cfg.max_steps)
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        self.logger: RunLogger | None = None
+        self._grad_norm: torch.Tensor | None = None
+
+    # --- public ---------------------------------------------------------------------------
+
+    def fit(self) -> dict:
+        """Train until max_steps, the time budget or a signal; returns (and writes) the summary."""
+        acc = self.accelerator
+        self._t0 = time.perf_counter()
+        self._prepare_run_dir()
+        self._resume()
+        self.logger = RunLogger(self.run_dir, enabled=acc.is_main_process, progress=self.cfg.progress,
+                                total_steps=self.cfg.max_steps, start_step=self.state.step)
+        try:
+            with Signals() as signals:
+                self.model.train()
+                reason = self._loop(signals)
+            return self._finish(reason)
+        finally:
+            self.logger.close()
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def _loop(self, signals: Signals) -> str:
+        cfg, st = self.cfg, self.state
+        self._pending: list[tuple[int, torch.Tensor, bool]] = []
+        self._tokens_local, self._t_log, self._t_excluded = 0, time.perf_counter(), 0.0
+        while st.step < cfg.max_steps:
+            t = time.perf_counter()
+            loss, skipped = self._train_step()
+            st.step += 1
+            self._pending.append((st.step, loss, skipped))
+            self.logger.advance()
+            st.train_s += time.perf_counter() - t
+            reason = self._stop_reason(signals)
+            last = reason is not None or st.step >= cfg.max_steps
+            if st.step % cfg.log_every == 0 or last or st.step % cfg.save_every == 0:
+                self._flush_train_log()
+            if st.step % cfg.eval_every == 0 and not last:
+                self._evaluate(final=False)
+            if st.step % cfg.save_every == 0 or reason in ("SIGINT", "SIGTERM"):
+                self.save_checkpoint()
+            if reason is not None:
+                return reason
+        return "max_steps"
+
+    def _train_step(self) -> tuple[torch.Tensor, bool]:
+        """One optimizer step over `grad_accum` micro-batches; returns (mean loss, skipped)."""
+        acc, total, bad, skipped = self.accelerator, None, None, False
+        for _ in range(self.cfg.grad_accum):
+            batch = next(self.batches)
+            self._tokens_local += self.tokens_fn(batch)
+            batch = {k: v.to(acc.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            with acc.accumulate(self.model):
+                loss = self.model(**batch).loss
+                acc.backward(loss)
+                loss = loss.detach().float()
+                total = loss if total is None else total + loss
+                if self.cfg.nan_skip > 0:
+                    bad = ~torch.isfinite(loss) if bad is None else bad | ~torch.isfinite(loss)
+                if acc.sync_gradients:
+                    skipped = self.cfg.nan_skip > 0 and self._any_process(bad)
+                    self._update(skipped)
+        return total / self.cfg.grad_accum, skipped
+
+    def _update(self, skipped: bool) -> None:
+        """Clip, step optimizer and schedule, zero grads; a skipped step only zeroes grads."""
+        if skipped:
+            self.state.nan_skipped += 1
+            if self.state.nan_skipped > self.cfg.nan_skip:
+                raise TrainingError(f"step {self.state.step + 1}: non-finite loss, more than "
+                                    f"train.nan_skip={self.cfg.nan_skip} times; lower train.lr or check the data")
+            self.logger.write(f"step {self.state.step + 1}: non-finite loss, update skipped "
+                              f"({self.state.nan_skipped}/{self.cfg.nan_skip})")
+        else:
+            if self.cfg.clip_grad:
+                self._grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
+            self.optimizer.step()
+        if not getattr(self.optimizer, "step_was_skipped", False):  # fp16 overflow: keep the schedule
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _any_process(self, flag: torch.Tensor) -> bool:
+        """Whether `flag` (0-d bool tensor) is true on any process (one sync)."""
+        if self.accelerator.num_processes == 1:
+            return bool(flag)
+        return bool(self.accelerator.reduce(flag.to(torch.float32), "sum") > 0)
+
+    def _stop_reason(self, signals: Signals) -> str | None:
+        """max_minutes / SIGINT / SIGTERM, agreed by every process (checked at log steps if several)."""
+        reason = signals.received
+        budget = self.cfg.max_minutes
+        if reason is None and budget is not None and self._elapsed() >= budget * 60:
+            reason = "max_minutes"
+        if self.accelerator.num_processes == 1:
+            return reason
+        if self.state.step % self.cfg.log_every != 0:
+            return None
+        code = torch.tensor(float(_STOP_CODES[reason]), device=self.accelerator.device)
+        code = int(self.accelerator.reduce(code, "max"))
+        return {v: k for k, v in _STOP_CODES.items()}[code]
+
+    def _elapsed(self) -> float:
+        return self.state.wall_s + time.perf_counter() - self._t0
+
+    # --- logging and evaluation -----------------------------------------------------------
+
+    def _flush_train_log(self) -> None:
+        """Gather the losses of the steps since the last log (one collective), check, log."""
+        if not self._pending:
+            return
+        acc, st, pending = self.accelerator, self.state, self._pending
+        packed = torch.stack([loss for _, loss, _ in pending] + [torch.zeros((), device=acc.device)])
+        packed = packed.double()
+        packed[-1] = float(self._tokens_local)
+        if acc.num_processes > 1:
+            packed = acc.reduce(packed, "sum")
+            packed[:-1] /= acc.num_processes
+        values = packed.tolist()
+        losses = [(s, v) for (s, _, skipped), v in zip(pending, values[:-1]) if not skipped]
+        for s, v in losses:
+            if not math.isfinite(v):
+                raise TrainingError(f"step {s}: loss is {v} (non-finite); stopping. Lower train.lr, "
+                                    f"set train.clip_grad, or allow skips with train.nan_skip=N")
+        now = time.perf_counter()
+        seconds = max(now - self._t_log - self._t_excluded, 1e-9)
+        st.tokens += int(values[-1])
+        event = {"step": st.step, "epoch": self._epoch(), "split": "train",
+                 "loss": sum(v for _, v in losses) / len(losses) if losses else float("nan"),
+                 "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": values[-1] / seconds,
+                 "tokens": st.tokens}
+        if self._grad_norm is not None:
+            event["grad_norm"] = float(self._grad_norm)
+        self.logger.log(event)
+        self._last_tps = event["tokens_per_s"]
+        self._pending, self._tokens_local, self._t_log, self._t_excluded = [], 0, now, 0.0
+
+    def _epoch(self) -> float | None:
+        epoch = getattr(self.batches, "epoch", None)
+        return float(epoch) if epoch is not None else None
+
+    def _evaluate(self, final: bool) -> dict:
+        """Run the (final) eval function in eval mode without gradients; log a `val` event."""
+        fn = self.final_eval_fn if final else self.eval_fn
+        if fn is None:
+            return {}
+        t = time.perf_counter()
+        self.model.eval()
+        with torch.no_grad():
+            metrics = {k: float(v) for k, v in fn(self.model, self.accelerator).items()}
+        self.model.train()
+        self.state.last_eval = metrics
+        self.logger.log({"step": self.state.step, "epoch": self._epoch(), "split": "val", **metrics,
+                         "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": getattr(self, "_last_tps", None)})
+        self._t_excluded += time.perf_counter() - t
+        return metrics
+
+    # --- checkpoints ----------------------------------------------------------------------
+
+    def _prepare_run_dir(self) -> None:
+        acc = self.accelerator
+        if acc.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.clean_stale(self.run_dir)
+        acc.wait_for_everyone()
+
+    def save_checkpoint(self) -> Path:
+        """Write checkpoints/step-N (every process takes part; the main process writes)."""
+        from accelerate.utils import gather_object
+
+        t, acc, st = time.perf_counter(), self.accelerator, self.state
+        rng = gather_object([ckpt.capture_rng()]) if acc.num_processes > 1 else [ckpt.capture_rng()]
+        model_state = acc.get_state_dict(self.model)
+        optimizer_state = self._optimizer_state()
+        path = self.run_dir / ckpt.CHECKPOINTS / ckpt.checkpoint_name(st.step)
+        if acc.is_main_process:
+            saved = dataclasses.replace(st, wall_s=self._elapsed())
+            ckpt.write_checkpoint(self.run_dir, st.step, model_state=model_state,
+                                  optimizer_state=optimizer_state, scheduler_state=self.scheduler.state_dict(),
+                                  rng_states=rng, data_state=self.batches.state_dict(),
+                                  trainer_state={**dataclasses.asdict(saved), "world_size": acc.num_processes})
+            ckpt.prune(self.run_dir, self.cfg.keep_last)
+        acc.wait_for_everyone()
+        self._t_excluded += time.perf_counter() - t
+        return path
+
+    def _optimizer_state(self) -> dict:
+        if self._fsdp():
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            return get_optimizer_state_dict(self.model, self.optimizer.optimizer, options=options)
+        return self.optimizer.state_dict()
+
+    def _fsdp(self) -> bool:
+        return str(self.accelerator.distributed_type).endswith("FSDP")
+
+    def _resume(self) -> None:
+        """Continue from `train.resume` (auto | never | PATH); `never` clears old checkpoints."""
+        acc = self.accelerator
+        if self.cfg.resume == "never":
+            if acc.is_main_process:
+                ckpt.prune(self.run_dir, 0)
+            acc.wait_for_everyone()
+            return
+        path = ckpt.resolve_resume(self.cfg.resume, self.run_dir)
+        if path is None:
+            return
+        state = ckpt.read_checkpoint(path)
+        self._load_model_and_optimizer(state)
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.batches.load_state_dict(state["data"])
+        rngs = state["rng"]
+        ckpt.restore_rng(rngs[acc.process_index] if len(rngs) == acc.num_processes else rngs[0])
+        names = {f.name for f in dataclasses.fields(TrainerState)}
+        self.state = TrainerState(**{k: v for k, v in state["trainer_state"].items() if k in names})
+        self.resumed_from = path
+        if acc.is_main_process:
+            print(f"resumed from {path} (step {self.state.step})", file=sys.stderr, flush=True)
+
+    def _load_model_and_optimizer(self, state: dict) -> None:
+        if self._fsdp():
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                                 set_optimizer_state_dict)
+
+            options = StateDictOptions(full_state_dict=True)
+            set_model_state_dict(self.model, state["model"], options=options)
+            set_optimizer_state_dict(self.model, self.optimizer.optimizer, state["optimizer"], options=options)
+            return
+        self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    # --- the end --------------------------------------------------------------------------
+
+    def _finish(self, reason: str) -> dict:
+        """Final eval and model (unless stopped by a signal), summary.json; returns the summary."""
+        acc, st = self.accelerator, self.state
+        if reason in ("SIGINT", "SIGTERM"):
+            self.logger.write(f"received {reason} at step {st.step}: checkpoint saved in "
+                              f"{self.run_dir / ckpt.CHECKPOINTS / ckpt.checkpoint_name(st.step)}; "
+                              f"continue with train.resume=auto")
+        else:
+            self._evaluate(final=True)
+            if self.cfg.save_every and st.step % self.cfg.save_every != 0:
+                self.save_checkpoint()
+            self._save_final_model()
+        summary = self._summary(reason)
+        if acc.is_main_process:
+            atomic_write_json(self.run_dir / "summary.json", summary)
+        acc.wait_for_everyone()
+        return summary
+
+    def _save_final_model(self) -> None:
+        from nlpattn.models import build_model, save_model
+
+        acc = self.accelerator
+        model = acc.unwrap_model(self.model)
+        if self._fsdp():  # gather the full weights into a plain copy
+            state = acc.get_state_dict(self.model)
+            if acc.is_main_process:
+                model = build_model(model.cfg, model.task, getattr(model, "num_labels", None))
+                model.load_state_dict(state)
+        if acc.is_main_process:
+            save_model(model, self.run_dir)
+        acc.wait_for_everyone()
+
+    def _summary(self, reason: str) -> dict:
+        st, wall = self.state, self._elapsed()
+        ev = st.last_eval
+        summary = {"steps": st.step, "tokens": st.tokens, "wall_s": round(wall, 3),
+                   "train_s": round(st.train_s, 3),
+                   "tokens_per_s": st.tokens / st.train_s if st.train_s > 0 else None,
+                   "final_val_loss": ev.get("loss"), "final_ppl": ev.get("ppl"),
+                   "peak_mem_mib": round(peak_memory_mib(), 1), "stop_reason": reason,
+                   "nan_skipped": st.nan_skipped, "params": self.n_params,
+                   "processes": self.accelerator.num_processes, "precision": self.cfg.precision,
+                   "resumed_from": str(self.resumed_from) if self.resumed_from else None}
+        summary.update({f"final_val_{k}": v for k, v in ev.items() if k not in ("loss", "ppl")})
+        summary.update(self.summary_extra)
+        return summary
+

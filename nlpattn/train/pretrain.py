@@ -1,0 +1,224 @@
+"""Pretraining: `objective` mlm (encoder) | clm (decoder) | seq2seq (encoder-decoder, span
+corruption) from text files, through the Trainer.
+
+`run_pretrain(cfg)` makes a self-contained run directory: config.yaml (fully resolved), the
+tokenizer, the token cache, metrics.jsonl, tb/, checkpoints/, model.safetensors + model.json and
+summary.json. `nlpattn pretrain --config X [k=v ...]` and scripts/pretrain/*.py call it;
+`accelerate launch` runs it on several processes with no code change.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import signal
+import sys
+from pathlib import Path
+
+import torch
+
+from nlpattn.config import OBJECTIVE_ARCH, Config, load_config, to_yaml, validate
+from nlpattn.errors import ConfigError, NlpattnError
+from nlpattn.fileio import atomic_write_text
+
+TASK = {"mlm": "mlm", "clm": "clm", "seq2seq": "seq2seq"}
+IGNORE_INDEX = -100
+
+
+def resolve_objective(cfg: Config) -> Config:
+    """Set model.arch from the objective; ConfigError for a body/arch the objective cannot use."""
+    want = OBJECTIVE_ARCH.get(cfg.objective)
+    if want is None:
+        raise ConfigError(f"objective: must be one of {', '.join(OBJECTIVE_ARCH)}; got '{cfg.objective}'")
+    m = cfg.model
+    if m.arch not in ("encoder", want):  # "encoder" is the default: taken as unset
+        raise ConfigError(f"model.arch: objective={cfg.objective} needs arch '{want}', got '{m.arch}'")
+    if cfg.objective == "mlm" and m.bidirectional is False:
+        raise ConfigError(f"model.bidirectional: objective=mlm needs a bidirectional body; "
+                          f"model.body='{m.body}' with bidirectional=false is causal-only")
+    _check_body_capability(cfg.objective, m.body)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(m, arch=want))
+    validate(cfg, "<config>")
+    return cfg
+
+
+def _check_body_capability(objective: str, body: str) -> None:
+    from nlpattn.bodies import BODY_REGISTRY, _import_bodies
+
+    _import_bodies()
+    cls = BODY_REGISTRY.get("lstm" if body in ("lstm", "gru") else body)
+    if cls is None:
+        raise ConfigError(f"model.body: '{body}' is not available (have: {sorted(BODY_REGISTRY)})")
+    cls = cls()
+    if objective == "mlm" and not cls.bidirectional_ok:
+        raise ConfigError(f"model.body: '{body}' is causal-only; objective=mlm needs a bidirectional body")
+    if objective in ("clm", "seq2seq") and not cls.causal_ok:
+        raise ConfigError(f"model.body: '{body}' cannot run causally; objective={objective} needs a decoder")
+
+
+def make_collator(cfg: Config, tok):
+    """The collator of the objective (MLM masking, CLM labels, T5 span corruption)."""
+    from nlpattn.data.collate import CLMCollator, MLMCollator, SpanCorruptionCollator
+
+    d = cfg.data
+    if cfg.objective == "mlm":
+        return MLMCollator(tok, d.mlm_probability, d.whole_word_mask)
+    if cfg.objective == "clm":
+        return CLMCollator(tok)
+    collator = SpanCorruptionCollator(tok, d.noise_density, d.mean_span_length)
+    need = collator.spans_needed(d.block_size)
+    if need > len(tok.sentinel_ids):
+        raise ConfigError(f"tokenizer.n_sentinels: span corruption of data.block_size={d.block_size} needs "
+                          f"{need} sentinels, the tokenizer has {len(tok.sentinel_ids)}")
+    return collator
+
+
+def predictions(objective: str, batch: dict, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(number of predicted tokens, number predicted correctly) of one LM batch."""
+    labels = batch["labels"]
+    if objective == "mlm":  # logits cover the masked positions only, row-major
+        targets = labels[labels != IGNORE_INDEX]
+        return torch.tensor(targets.numel()), (logits.argmax(-1) == targets).sum()
+    if objective == "clm":
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    keep = labels != IGNORE_INDEX
+    return keep.sum(), ((logits.argmax(-1) == labels) & keep).sum()
+
+
+def lm_eval_fn(objective: str, dataset, batch_size: int, collate, max_batches: int | None):
+    """An eval function: token-weighted loss, perplexity and accuracy over the validation blocks."""
+    from nlpattn.data.blocks import validation_batches
+
+    def evaluate(model, accelerator) -> dict:
+        sums = torch.zeros(3, dtype=torch.float64, device=accelerator.device)  # loss·n, n, correct
+        for b, batch in enumerate(validation_batches(dataset, batch_size, collate)):
+            if max_batches is not None and b >= max_batches:
+                break
+            if b % accelerator.num_processes != accelerator.process_index:
+                continue
+            batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            out = model(**batch)
+            n, correct = predictions(objective, batch, out.logits)
+            sums += torch.stack([out.loss.double() * n, n.double(), correct.double()]).to(sums.device)
+        total = accelerator.gather_for_metrics(sums[None]).sum(0).tolist()
+        loss = total[0] / max(total[1], 1)
+        return {"loss": loss, "ppl": math.exp(min(loss, 700)), "accuracy": total[2] / max(total[1], 1)}
+
+    return evaluate
+
+
+def _batches_class():
+    from nlpattn.data.blocks import BlockLoader
+
+    class PretrainBatches(BlockLoader):
+        """BlockLoader plus `epoch` (passes over the training tokens) for the logs."""
+
+        @property
+        def epoch(self) -> float:
+            return self.batches * self.world_size * self.batch_size / max(1, len(self.dataset))
+
+    return PretrainBatches
+
+
+def _set_threads(cfg: Config, accelerator) -> None:
+    if cfg.train.num_threads is not None:
+        torch.set_num_threads(cfg.train.num_threads)
+    elif accelerator.num_processes > 1 and accelerator.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+
+
+def prepare_data(cfg: Config, accelerator):
+    """Tokenizer (loaded, or trained into the run dir) and train/valid token caches."""
+    from nlpattn.data.corpus import build_corpus
+    from nlpattn.tokenizer import train_or_load
+
+    run_dir = Path(cfg.output_dir)
+    with accelerator.main_process_first():
+        tok = train_or_load(cfg)
+        if accelerator.is_main_process and not any((run_dir / n).is_file() for n in ("tokenizer.json", "tokenizer.model")):
+            tok.save(run_dir)  # a run directory is self-contained
+        train_cache, valid_cache = build_corpus(cfg, tok)
+    return tok, train_cache, valid_cache
+
+
+def run_pretrain(cfg: Config, accelerator=None) -> dict:
+    """Pretrain the model `cfg` describes on `cfg.data`; returns the run summary."""
+    from accelerate.utils import set_seed
+
+    from nlpattn.data.blocks import RandomBlocks, SequentialBlocks
+    from nlpattn.models import build_model
+    from nlpattn.train.checkpoint import resolve_resume
+    from nlpattn.train.init import init_weights
+    from nlpattn.train.loop import Trainer, make_accelerator
+    from nlpattn.train.memory import check_memory
+
+    cfg = resolve_objective(cfg)
+    check_memory(cfg)
+    resolve_resume(cfg.train.resume, cfg.output_dir)  # a bad resume path fails before any work
+    acc = accelerator if accelerator is not None else make_accelerator(cfg.train)
+    _set_threads(cfg, acc)
+    tok, train_cache, valid_cache = prepare_data(cfg, acc)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.vocab_size,
+                                                             pad_token_id=tok.pad_id))
+    validate(cfg, "<config>")
+    if acc.is_main_process:
+        atomic_write_text(Path(cfg.output_dir) / "config.yaml", to_yaml(cfg))
+    set_seed(cfg.train.seed)
+    t, d = cfg.train, cfg.data
+    model = build_model(cfg.model, TASK[cfg.objective])
+    if t.init_std is not None:
+        init_weights(model, t.init_std)
+    collate = make_collator(cfg, tok)
+    blocks = RandomBlocks(train_cache, d.block_size, seed=t.seed)
+    batches = _batches_class()(blocks, t.batch_size, collate, seed=t.seed,
+                               rank=acc.process_index, world_size=acc.num_processes)
+    eval_fn = final_fn = None
+    if valid_cache is not None:
+        valid = SequentialBlocks(valid_cache, d.block_size)
+        ebs = t.eval_batch_size or t.batch_size
+        eval_fn = lm_eval_fn(cfg.objective, valid, ebs, collate, t.eval_batches)
+        final_fn = lm_eval_fn(cfg.objective, valid, ebs, collate, t.final_eval_batches)
+    trainer = Trainer(model, t, batches, cfg.output_dir, eval_fn=eval_fn, final_eval_fn=final_fn,
+                      accelerator=acc, summary_extra={"objective": cfg.objective, "run_dir": cfg.output_dir,
+                                                      "train_tokens_available": len(train_cache)})
+    return trainer.fit()
+
+
+def _report(summary: dict) -> None:
+    ppl = summary.get("final_ppl")
+    print(f"pretrain {summary['objective']}: {summary['steps']} steps, {summary['tokens']:,} tokens, "
+          f"{summary['wall_s']:.1f}s ({summary['tokens_per_s'] or 0:,.0f} tokens/s); "
+          f"val loss {summary.get('final_val_loss')}, ppl {ppl}; run dir {summary['run_dir']}", flush=True)
+
+
+def _exit_code(summary: dict) -> int:
+    reason = summary.get("stop_reason")
+    return 128 + signal.Signals[reason].value if reason in ("SIGINT", "SIGTERM") else 0
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    """`nlpattn pretrain --config X [k=v ...]`: returns 0, or 128+signal after a signal stop."""
+    cfg = load_config(args.config, args.overrides)
+    summary = run_pretrain(cfg)
+    if int(os.environ.get("RANK", "0")) == 0:
+        _report(summary)
+    return _exit_code(summary)
+
+
+def script_main(objective: str, argv: list[str] | None = None) -> int:
+    """scripts/pretrain/<objective>.py: `--config X [k=v ...]` with the objective forced."""
+    parser = argparse.ArgumentParser(description=f"pretrain with objective={objective}")
+    parser.add_argument("--config", default=None, help="YAML config file")
+    parser.add_argument("overrides", nargs="*", default=[], help="key=value overrides")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = load_config(args.config, [*args.overrides, f"objective={objective}"])
+        summary = run_pretrain(cfg)
+    except NlpattnError as e:
+        print(f"pretrain {objective}: error: {e}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        _report(summary)
+    return _exit_code(summary)

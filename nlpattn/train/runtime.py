@@ -1,0 +1,68 @@
+"""Process-level helpers of the Trainer: the Accelerator, signal capture, memory, token counts."""
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import threading
+
+import torch
+
+from nlpattn.config import TrainConfig
+from nlpattn.errors import ConfigError
+
+
+def make_accelerator(cfg: TrainConfig):
+    """An Accelerator for `train.precision` and `train.grad_accum` (scheduler stepped by us)."""
+    from accelerate import Accelerator
+
+    precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}.get(cfg.precision)
+    if precision is None:
+        raise ConfigError(f"train.precision must be fp32, bf16 or fp16; got '{cfg.precision}'")
+    if precision == "fp16" and not torch.cuda.is_available():
+        raise ConfigError("train.precision=fp16 needs a GPU (loss scaling); use bf16 or fp32 on CPU")
+    # torchrun on a machine without GPUs: Accelerate needs cpu=True to pick MULTI_CPU (gloo)
+    cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    try:
+        return Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum,
+                           log_with=None, step_scheduler_with_optimizer=False, cpu=cpu)
+    except ValueError as e:
+        raise ConfigError(f"train.precision={cfg.precision}: {str(e).splitlines()[0]}") from None
+
+
+def count_tokens(batch: dict) -> int:
+    """Input tokens of a batch: real (unpadded) positions of `input_ids`."""
+    mask = batch.get("attention_mask")
+    return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+
+
+def peak_memory_mib() -> float:
+    """Peak accelerator memory (CUDA) or peak resident memory of this process (CPU), MiB."""
+    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Signals:
+    """Records SIGINT/SIGTERM instead of dying, so the loop can checkpoint and stop cleanly."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._old: dict = {}
+
+    def __enter__(self) -> "Signals":
+        if _in_main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
