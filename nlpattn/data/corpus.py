@@ -9,7 +9,8 @@ Layout of a cache directory (all written under a temporary name, renamed when co
 Documents are stored back to back with `[EOS]` after each one, so a window read for causal
 LM training is already "packed with EOS between documents". The fingerprint covers the source
 files (size, mtime, content hash), the tokenizer hash and the builder settings: the same
-inputs reuse the cache, a changed source or tokenizer rebuilds it.
+inputs reuse the cache, a changed source or tokenizer rebuilds it. Encoding is batched (the
+tokenizer uses all cores) and memoised per space-led segment (`nlpattn.data.memo`).
 """
 from __future__ import annotations
 
@@ -166,8 +167,9 @@ class _ShardWriter:
 class _DocAssembler:
     """Turns (lines, doc-start flags) into ids with `[EOS]` closing every document."""
 
-    def __init__(self, tokenizer, writer: _ShardWriter) -> None:
+    def __init__(self, tokenizer, writer: _ShardWriter, memo: bool = True) -> None:
         self.tok, self.writer, self.eos = tokenizer, writer, tokenizer.eos_id
+        self.try_memo = memo and tokenizer.kind in WordMemoEncoder.KINDS
         self.memo: WordMemoEncoder | None = None
         self.doc_has_text = False  # current document has a non-blank line
         self.open_doc = False
@@ -175,6 +177,9 @@ class _DocAssembler:
 
     def encode(self, lines: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Ids of the block and ids per line (memoised when possible)."""
+        if self.try_memo:  # first block: use the memo only if it agrees with the tokenizer
+            self.memo, self.try_memo = WordMemoEncoder(self.tok), False
+            self.memo = self.memo if self.memo.agrees(lines[:64]) else None
         if self.memo is not None:
             return self.memo.encode_block(lines)
         return plain_encode_block(self.tok, lines)
@@ -261,14 +266,10 @@ def build_token_cache(sources: Sequence[str | os.PathLike | TableSource] | str |
     dtype = np.dtype(np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32)
     with atomic_dir(cache_dir) as tmp:
         writer = _ShardWriter(tmp, dtype, shard_tokens)
-        assembler = _DocAssembler(tokenizer, writer)
+        assembler = _DocAssembler(tokenizer, writer, memo)
         for src in srcs:
             before = (writer.n_tokens, assembler.text_lines)
             for lines, flags in _blocks_of(src, doc_split):
-                if memo and assembler.memo is None and tokenizer.kind in WordMemoEncoder.KINDS:
-                    encoder = WordMemoEncoder(tokenizer)
-                    memo = encoder.agrees(lines[:64])  # else: plain batch encoding from here on
-                    assembler.memo = encoder if memo else None
                 assembler.add(lines, flags)
             if writer.n_tokens == before[0] or assembler.text_lines == before[1]:
                 name = src.describe() if isinstance(src, TableSource) else str(src)
