@@ -208,6 +208,8 @@ class Trainer:
                  "tokens": st.tokens}
         if self._grad_norm is not None:
             event["grad_norm"] = float(self._grad_norm)
+        if len(losses) < len(pending):
+            event["skipped_steps"] = len(pending) - len(losses)
         self.logger.log(event)
         self._last_tps = event["tokens_per_s"]
         self._pending, self._tokens_local, self._t_log, self._t_excluded = [], 0, now, 0.0
