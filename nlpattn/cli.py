@@ -39,8 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    """Parse argv; an `action` that looks like key=value is moved to the overrides."""
-    args = build_parser().parse_args(argv)
+    """Parse argv; `key=value` items may come before or after the flags (argparse alone stops
+    collecting positionals at the first flag); an `action` that is key=value is an override."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    unknown = [r for r in rest if r.startswith("-") or "=" not in r]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = [*args.overrides, *rest]
     if args.action is not None and "=" in args.action:
         args.overrides = [args.action, *args.overrides]
         args.action = None
