@@ -53,7 +53,42 @@ def cli_info(args) -> int:
 def main() -> int:
     """Run every demo stage in order."""
     stage_models()
+    stage_pretrain()
     return 0
+
+
+def stage_pretrain(run_dir: str = "runs/mlm-small", minutes: float = 3.0) -> dict:
+    """Stage 2: WordPiece tokenizer on WikiText-2, then MLM-small pretraining for a few minutes."""
+    from nlpattn.train.pretrain import run_pretrain
+
+    print(f"\n== 2. pretrain: WordPiece tokenizer + MLM-small on WikiText-2, {minutes:g} minutes ==")
+    overrides = [f"output_dir={run_dir}", f"train.max_minutes={minutes}", "train.max_steps=200",
+                 "train.warmup_steps=30", "train.log_every=10", "train.eval_every=50",
+                 "train.save_every=50", "train.resume=never"]
+    summary = run_pretrain(load_config("configs/pretrain/mlm-small.yaml", overrides))
+    print(f"{summary['steps']} steps, {summary['tokens']:,} tokens in {summary['wall_s']:.0f}s "
+          f"({summary['tokens_per_s']:,.0f} tokens/s); val loss {summary['final_val_loss']:.3f}, "
+          f"perplexity {summary['final_ppl']:.1f}, masked-token accuracy {summary['final_val_accuracy']:.3f}")
+    print(f"run directory: {run_dir}  (config.yaml, tokenizer.json, model.safetensors, metrics.jsonl, "
+          f"tb/, checkpoints/, summary.json; `tensorboard --logdir {run_dir}/tb`)")
+    return summary
+
+
+def stage_cost(compare_minutes: float = 0.5) -> None:
+    """Stage: Table 1 measured (the quick sweep) and a short equal-budget body comparison."""
+    from nlpattn.cost.compare import run_compare
+    from nlpattn.cost.report import run_cost
+
+    quick, compare = "configs/cost/quick.yaml", "configs/cost/compare.yaml"
+    print("\n== cost: Table 1 of 'Attention Is All You Need', measured (quick sweep, d = 64) ==")
+    paths = run_cost(load_config(quick), quick, f"nlpattn cost --config {quick}")
+    text = paths[0].read_text(encoding="utf-8")
+    print(text[text.index("## Side by side"):text.index("## Plots")])
+    print("full sweep: nlpattn cost --config configs/cost/table1.yaml (d = 256, n up to 4096, ~5 min)")
+    print(f"\n== cost: equal-budget causal LMs, {compare_minutes:g} min per body (tiny-shakespeare) ==")
+    overrides = [f"cost.compare_minutes={compare_minutes}", "output_dir=runs/cost-compare-demo"]
+    run_compare(load_config(compare, overrides), compare,
+                f"nlpattn cost compare --config {compare} " + " ".join(overrides), overrides)
 
 
 if __name__ == "__main__":

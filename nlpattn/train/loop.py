@@ -36,11 +36,14 @@ _STOP_CODES = {None: 0, "max_minutes": 1, "SIGINT": 2, "SIGTERM": 3}
 class BatchSource(Protocol):
     """What the Trainer needs from data: endless micro-batches for this process, a position."""
 
-    def __next__(self) -> dict: ...
+    def __next__(self) -> dict:
+        """The next micro-batch of this process (a dict of CPU tensors for `model(**batch)`)."""
 
-    def state_dict(self) -> dict: ...
+    def state_dict(self) -> dict:
+        """The position in the stream (JSON-ready), stored in checkpoints."""
 
-    def load_state_dict(self, state: dict) -> None: ...
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a stored position."""
 
 
 @dataclass
@@ -249,7 +252,7 @@ class Trainer:
 
         t, acc, st = time.perf_counter(), self.accelerator, self.state
         rng = gather_object([ckpt.capture_rng()]) if acc.num_processes > 1 else [ckpt.capture_rng()]
-        model_state = acc.get_state_dict(self.model)
+        model_state = acc.get_state_dict(self.model) if self._fsdp() else self._base_model().state_dict()
         optimizer_state = self._optimizer_state()
         path = self.run_dir / ckpt.CHECKPOINTS / ckpt.checkpoint_name(st.step)
         if acc.is_main_process:
@@ -273,6 +276,10 @@ class Trainer:
 
     def _fsdp(self) -> bool:
         return str(self.accelerator.distributed_type).endswith("FSDP")
+
+    def _base_model(self) -> nn.Module:
+        """The model without DDP / torch.compile wrappers (checkpoint keys never depend on them)."""
+        return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
 
     def _resume(self) -> None:
         """Continue from `train.resume` (auto | never | PATH); `never` clears old checkpoints."""
@@ -306,7 +313,7 @@ class Trainer:
             set_model_state_dict(self.model, state["model"], options=options)
             set_optimizer_state_dict(self.model, self.optimizer.optimizer, state["optimizer"], options=options)
             return
-        self.accelerator.unwrap_model(self.model).load_state_dict(state["model"])
+        self._base_model().load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
 
     # --- the end --------------------------------------------------------------------------
@@ -333,7 +340,7 @@ class Trainer:
         from nlpattn.models import build_model, save_model
 
         acc = self.accelerator
-        model = acc.unwrap_model(self.model)
+        model = self._base_model()
         if self._fsdp():  # gather the full weights into a plain copy
             state = acc.get_state_dict(self.model)
             if acc.is_main_process:

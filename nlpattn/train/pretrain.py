@@ -91,6 +91,7 @@ def lm_eval_fn(objective: str, dataset, batch_size: int, collate, max_batches: i
     from nlpattn.data.blocks import validation_batches
 
     def evaluate(model, accelerator) -> dict:
+        """This process's share of the batches; sums gathered from every process."""
         sums = torch.zeros(3, dtype=torch.float64, device=accelerator.device)  # loss·n, n, correct
         for b, batch in enumerate(validation_batches(dataset, batch_size, collate)):
             if max_batches is not None and b >= max_batches:
@@ -116,6 +117,7 @@ def _batches_class():
 
         @property
         def epoch(self) -> float:
+            """Passes over the training windows so far (all processes)."""
             return self.batches * self.world_size * self.batch_size / max(1, len(self.dataset))
 
     return PretrainBatches
