@@ -155,15 +155,29 @@ class CostConfig:
     d_models: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
     fixed_length: int = 256
     layers: list[str] = field(
-        default_factory=lambda: ["self-attention", "restricted", "lstm", "gru", "conv", "dilated-conv"]
+        default_factory=lambda: ["self-attention", "self-attention-math", "restricted", "restricted-banded",
+                                 "lstm", "gru", "conv", "dilated-conv", "transformer-block"]
     )
     n_heads: int = 4
-    window: int = 16
+    window: int = 16  # restricted attention: keys within distance r
     kernel_size: int = 3
+    dilation: int | None = None  # dilated conv: layer i uses dilation**i; None → kernel_size (log_k n)
+    causal: bool = True  # decoder layers (masked attention, left-padded conv); false = centred
     batch_size: int = 1
     repeats: int = 5
     warmup: int = 2
-    max_path_n: int = 64
+    max_path_n: int = 64  # path lengths are measured for n = 8, 16, … up to this
+    fit_from: int | None = None  # fit exponents over n >= this; None → the largest half of lengths
+    device: str = "cpu"  # cpu | cuda
+    threads: int | None = None  # torch.set_num_threads; None → PyTorch's default
+    # `nlpattn cost compare`: equal-budget CLM training; one run per entry, each entry being
+    # space-separated key=value overrides on top of the config (pick sizes with ~equal params)
+    compare_runs: list[str] = field(default_factory=lambda: [
+        "model.body=transformer model.n_layers=4",
+        "model.body=lstm model.n_layers=6 model.position=none",
+        "model.body=gru model.n_layers=8 model.position=none",
+        "model.body=cnn model.n_layers=8 model.position=none"])
+    compare_minutes: float = 2.0  # wall-clock budget of each run (its train.max_minutes)
 
 
 @dataclass
