@@ -22,12 +22,15 @@ NOTES = """## How each number was measured
   can see: attention on the math path (bmm), the LSTM with oneDNN off (per-step addmm). The
   "fast path counted" column shows what it reports on the kernels we time.
 - **Time**: median of `repeats` calls after `warmup` calls; forward under `no_grad`;
-  forward+backward = forward + backward of a fixed random output gradient (input and weight
-  gradients). Shared, busy CPU cores make absolute times noisy; exponents and ratios matter.
+  forward+backward = forward + `torch.autograd.grad` of a fixed random output gradient with
+  respect to the input and every weight. Shared, busy CPU cores make absolute times noisy
+  (`cost.threads: 1` avoids thread barriers stalling on busy neighbours); exponents and
+  ratios are what to read.
 - **Peak memory**: on CUDA the allocator's peak; on CPU the maximum running sum of every
   allocation and free the profiler records through PyTorch's CPU allocator
   (`profile_memory=True`), in time order. Inputs and weights are excluded (allocated
-  before). *Saved* = bytes of the tensors autograd keeps for backward
+  before); forward+backward includes the weight gradients (a floor constant in n, e.g.
+  4d² floats for attention). *Saved* = bytes of the tensors autograd keeps for backward
   (`saved_tensors_hooks`), parameters and the input excluded.
 - **Sequential operations**: the critical path of the aten ops a forward pass dispatches
   (an op is one step deeper than the deepest op that produced its inputs; views are free).

@@ -10,6 +10,7 @@ input excluded, storages counted once.
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from typing import Callable
@@ -70,6 +71,7 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device = torch.dev
         return torch.cuda.max_memory_allocated(device) - base
     from torch.profiler import ProfilerActivity, profile
 
+    os.environ.setdefault("KINETO_LOG_LEVEL", "99")  # else kineto prints two lines per profile
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     running = peak = 0

@@ -55,7 +55,9 @@ def measure_point(spec: LayerSpec, n: int, cfg: CostConfig, device: torch.device
 
 
 def path_lengths(spec: LayerSpec, max_n: int) -> list[dict]:
-    """Measured vs derived path length for n = 8, 16, … ≤ max_n (CPU, float64)."""
+    """Measured vs derived path length for n = 8, 16, … ≤ max_n (CPU, float64). Which output
+    depends on which input does not depend on the width, so the layers are 4·heads wide."""
+    spec = dataclasses.replace(spec, d_model=4 * spec.n_heads)
     rows, n = [], 8
     while n <= max_n:
         measured = measured_path_length(spec, n)
