@@ -92,10 +92,9 @@ class Trainer:
         self.logger = RunLogger(self.run_dir, enabled=acc.is_main_process, progress=self.cfg.progress,
                                 total_steps=self.cfg.max_steps, start_step=self.state.step)
         try:
-            with Signals() as signals:
+            with Signals() as signals:  # a signal during the final eval/save is ignored
                 self.model.train()
-                reason = self._loop(signals)
-            return self._finish(reason)
+                return self._finish(self._loop(signals))
         finally:
             self.logger.close()
 
@@ -167,14 +166,15 @@ class Trainer:
         return bool(self.accelerator.reduce(flag.to(torch.float32), "sum") > 0)
 
     def _stop_reason(self, signals: Signals) -> str | None:
-        """max_minutes / SIGINT / SIGTERM, agreed by every process (checked at log steps if several)."""
+        """max_minutes / SIGINT / SIGTERM, agreed by every process (with several, every
+        min(log_every, 10) steps: one small all-reduce, so a signal waits at most 10 steps)."""
         reason = signals.received
         budget = self.cfg.max_minutes
         if reason is None and budget is not None and self._elapsed() >= budget * 60:
             reason = "max_minutes"
         if self.accelerator.num_processes == 1:
             return reason
-        if self.state.step % self.cfg.log_every != 0:
+        if self.state.step % min(self.cfg.log_every, 10) != 0:
             return None
         code = torch.tensor(float(_STOP_CODES[reason]), device=self.accelerator.device)
         code = int(self.accelerator.reduce(code, "max"))

@@ -78,8 +78,8 @@ def predictions(objective: str, batch: dict, logits: torch.Tensor) -> tuple[torc
     """(number of predicted tokens, number predicted correctly) of one LM batch."""
     labels = batch["labels"]
     if objective == "mlm":  # logits cover the masked positions only, row-major
-        targets = labels[labels != IGNORE_INDEX]
-        return torch.tensor(targets.numel()), (logits.argmax(-1) == targets).sum()
+        keep = labels != IGNORE_INDEX
+        return keep.sum(), (logits.argmax(-1) == labels[keep]).sum()
     if objective == "clm":
         logits, labels = logits[:, :-1], labels[:, 1:]
     keep = labels != IGNORE_INDEX
