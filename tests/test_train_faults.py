@@ -1,8 +1,10 @@
-"""Faults survived by a real `nlpattn pretrain` process: SIGKILL then resume, SIGTERM."""
+"""Faults survived by a real `nlpattn pretrain` process: SIGKILL then resume, SIGTERM, SIGINT."""
 import re
 import signal
 import subprocess
 import sys
+
+import pytest
 
 from nlpattn.train import checkpoint as ckpt
 from test_train_utils import REPO, child_env, events, run_cli, tiny_overrides, wait_for_step
@@ -42,13 +44,14 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
         assert diff <= 1e-6
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig):
     proc = start(pretrain_args(tmp_path, "run", max_steps=100000, save_every=100000))
     wait_for_step(tmp_path / "run", 3, proc)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, err
-    match = re.search(r"received SIGTERM at step (\d+): checkpoint saved in (\S+);", err)
+    assert proc.returncode == 128 + sig, err
+    match = re.search(rf"received {sig.name} at step (\d+): checkpoint saved in (\S+);", err)
     assert match, err
     assert "Traceback" not in err
     saved = ckpt.read_checkpoint(match.group(2))
