@@ -1,7 +1,11 @@
 """`make demo`: the main job end to end on the bundled real data, showing each stage.
 
 Stages (each prints what it did and where its output is):
-  1. models   — build each configs/model/*.yaml model, print parameters and forward FLOPs
+  1. models    — build each configs/model/*.yaml model, print parameters and forward FLOPs
+  2. pretrain  — WordPiece tokenizer + MLM-small on WikiText-2 for a few minutes
+  3. fine-tune — SST-2 from that run; dev accuracy
+  4. cost      — Table 1 measured (quick sweep) and an equal-budget transformer/LSTM/GRU/CNN race
+Everything reads the bundled data under data/ and writes under runs/.
 """
 from __future__ import annotations
 
@@ -54,6 +58,8 @@ def main() -> int:
     """Run every demo stage in order."""
     stage_models()
     stage_pretrain()
+    stage_finetune()
+    stage_cost()
     return 0
 
 
@@ -74,18 +80,33 @@ def stage_pretrain(run_dir: str = "runs/mlm-small", minutes: float = 3.0) -> dic
     return summary
 
 
+def stage_finetune(init: str = "runs/mlm-small", run_dir: str = "runs/mlm-small-sst2",
+                   epochs: float = 0.3, minutes: float = 5.0) -> dict:
+    """Stage 3: fine-tune the pretrained encoder on SST-2 (part of an epoch), report dev accuracy."""
+    from nlpattn.train.finetune import report_line, run_finetune
+
+    print(f"\n== 3. fine-tune: SST-2 from {init}, {epochs:g} epoch (at most {minutes:g} minutes) ==")
+    overrides = [f"init={init}", f"output_dir={run_dir}", f"train.epochs={epochs}",
+                 f"train.max_minutes={minutes}", "train.log_every=25"]
+    report = run_finetune(load_config("configs/finetune/sst2.yaml", overrides))
+    print(report_line(report))
+    print(f"SST-2 dev accuracy: {100 * report['metrics']['sst2']['accuracy']:.1f}%  "
+          f"(eval/sst2.json, predictions/sst2-dev.tsv in {run_dir}; all tasks: nlpattn glue --init {init})")
+    return report
+
+
 def stage_cost(compare_minutes: float = 0.5) -> None:
     """Stage: Table 1 measured (the quick sweep) and a short equal-budget body comparison."""
     from nlpattn.cost.compare import run_compare
     from nlpattn.cost.report import run_cost
 
     quick, compare = "configs/cost/quick.yaml", "configs/cost/compare.yaml"
-    print("\n== cost: Table 1 of 'Attention Is All You Need', measured (quick sweep, d = 64) ==")
+    print("\n== 4. cost: Table 1 of 'Attention Is All You Need', measured (quick sweep, d = 64) ==")
     paths = run_cost(load_config(quick), quick, f"nlpattn cost --config {quick}")
     text = paths[0].read_text(encoding="utf-8")
     print(text[text.index("## Side by side"):text.index("## Plots")])
     print("full sweep: nlpattn cost --config configs/cost/table1.yaml (d = 256, n up to 4096, ~5 min)")
-    print(f"\n== cost: equal-budget causal LMs, {compare_minutes:g} min per body (tiny-shakespeare) ==")
+    print(f"\n== 4b. cost: equal-budget causal LMs, {compare_minutes:g} min per body (tiny-shakespeare) ==")
     overrides = [f"cost.compare_minutes={compare_minutes}", "output_dir=runs/cost-compare-demo"]
     run_compare(load_config(compare, overrides), compare,
                 f"nlpattn cost compare --config {compare} " + " ".join(overrides), overrides)
