@@ -59,7 +59,8 @@ def generate(model: nn.Module, input_ids: torch.Tensor, cfg: SamplingConfig | No
     if cfg.seed is not None:
         generator = torch.Generator(device=input_ids.device).manual_seed(cfg.seed)
     max_len = model.cfg.max_len
-    cache = KVCache() if cfg.use_cache else None
+    # Bodies without a KV cache (RNN, CNN) recompute the prefix: same tokens, more work.
+    cache = KVCache() if cfg.use_cache and model.body.supports_cache else None
     ids, step_input = input_ids, input_ids
     finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
     for _ in range(cfg.max_new_tokens):
@@ -116,3 +117,50 @@ def beam_search(model: nn.Module, input_ids: torch.Tensor, *, bos_id: int, eos_i
         done = [(scores[0].item(), beams[0].tolist())]
     best = max(done, key=lambda d: d[0])[1]
     return torch.tensor([best], device=input_ids.device)
+
+
+_CLI_KEYS = {"prompt": str, "max_new_tokens": int, "temperature": float, "top_k": int, "top_p": float,
+             "seed": int, "num_samples": int}
+
+
+def _parse_cli_options(overrides: list[str]) -> dict:
+    """`key=value` options of `nlpattn generate`, typed; unknown keys are a ConfigError."""
+    import difflib
+
+    from nlpattn.errors import ConfigError
+
+    opts = {}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key not in _CLI_KEYS:
+            close = difflib.get_close_matches(key, list(_CLI_KEYS), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"generate: unknown key '{key}'{hint}; keys: {', '.join(_CLI_KEYS)}")
+        try:
+            opts[key] = _CLI_KEYS[key](value)
+        except ValueError:
+            raise ConfigError(f"generate: key '{key}' must be {_CLI_KEYS[key].__name__}, got '{value}'") from None
+    return opts
+
+
+def cli_main(args) -> int:
+    """`nlpattn generate --run RUN prompt="..." max_new_tokens=50 top_p=0.9 [temperature top_k seed]`."""
+    from nlpattn.errors import ConfigError
+    from nlpattn.models import load_model
+    from nlpattn.tokenizer import load_tokenizer
+
+    opts = _parse_cli_options(args.overrides)
+    run = args.run or args.init
+    if not run:
+        raise ConfigError('generate needs --run RUN_DIR (a causal-LM run) and prompt="..."')
+    model, tok = load_model(run), load_tokenizer(run)
+    if getattr(model, "task", "") != "clm":
+        raise ConfigError(f"--run: {run} holds a '{model.task}' model; generate needs a causal LM (objective=clm)")
+    ids = tok.encode(opts.get("prompt", "")) or [tok.bos_id]
+    cfg = SamplingConfig(max_new_tokens=opts.get("max_new_tokens", 50), temperature=opts.get("temperature", 1.0),
+                         top_k=opts.get("top_k"), top_p=opts.get("top_p"), eos_id=tok.eos_id, seed=opts.get("seed"))
+    prompts = torch.tensor([ids] * opts.get("num_samples", 1))
+    for row in generate(model, prompts, cfg).tolist():
+        print(tok.decode(row))
+        print("---")
+    return 0

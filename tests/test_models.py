@@ -118,3 +118,15 @@ def test_output_attentions_shapes():
     assert [a.shape for a in out.encoder_attentions] == [(2, 4, 7, 7)] * 2
     assert [a.shape for a in out.attentions] == [(2, 4, 4, 4)] * 3
     assert [a.shape for a in out.cross_attentions] == [(2, 4, 4, 7)] * 3
+
+
+@pytest.mark.parametrize("body", ["lstm", "gru", "cnn"])
+def test_generation_works_for_bodies_without_cache(body):
+    torch.manual_seed(0)
+    model = build_model(tiny(arch="decoder", body=body, position="none"), "clm").eval()
+    prompt = torch.randint(0, 50, (1, 4))
+    out = generate(model, prompt, SamplingConfig(max_new_tokens=5, temperature=0))
+    assert out.shape == (1, 9) and torch.equal(out[:, :4], prompt)
+    with torch.no_grad():  # greedy: each new token is the argmax after the prefix
+        for t in range(4, 9):
+            assert out[0, t] == model(out[:, :t]).logits[0, -1].argmax()

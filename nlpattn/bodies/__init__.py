@@ -2,7 +2,8 @@
 
 A body declares what it can do through class attributes, and the rest of the code only ever
 branches on those: `causal_ok` (can run without seeing the future), `bidirectional_ok` (can
-use both directions), `returns_attention` (can return attention weights).
+use both directions), `returns_attention` (can return attention weights), `supports_cache`
+(can decode incrementally with a KV cache).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class Body(nn.Module):
     causal_ok: bool = False
     bidirectional_ok: bool = False
     returns_attention: bool = False
+    supports_cache: bool = False  # incremental decoding with a KV cache
     pooling: str = "cls"  # how a classifier summarises a bidirectional sequence: cls | mean
 
     def __init__(self, cfg: ModelConfig, causal: bool):

@@ -103,7 +103,6 @@ class ConvBody(Body):
     causal_ok = True
     bidirectional_ok = True
     returns_attention = False
-    supports_cache = False
     pooling = "mean"  # position 0 does not see the whole sequence
 
     def __init__(self, cfg: ModelConfig, causal: bool):

@@ -68,7 +68,6 @@ class RecurrentBody(Body):
     causal_ok = True
     bidirectional_ok = True
     returns_attention = False
-    supports_cache = False
     pooling = "mean"  # a bidirectional position 0 has seen only token 0 in its forward half
 
     def __init__(self, cfg: ModelConfig, causal: bool):

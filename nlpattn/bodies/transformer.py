@@ -18,6 +18,7 @@ class TransformerBody(Body):
     causal_ok = True
     bidirectional_ok = True
     returns_attention = True
+    supports_cache = True
 
     def __init__(self, cfg: ModelConfig, causal: bool, cross_attention: bool = False):
         super().__init__(cfg, causal)
