@@ -42,7 +42,9 @@ def check_inputs(cfg: ModelConfig, input_ids: torch.Tensor, attention_mask: torc
     """Raise a clear ValueError for ids out of the vocabulary, over-long inputs, bad masks."""
     if input_ids.dim() != 2:
         raise ValueError(f"{name} must be 2-D (batch, length), got shape {tuple(input_ids.shape)}")
-    if input_ids.numel() and (int(input_ids.max()) >= cfg.vocab_size or int(input_ids.min()) < 0):
+    # The value check reads the ids back (a graph break under torch.compile): skipped when compiling.
+    if input_ids.numel() and not torch.compiler.is_compiling() and (
+            int(input_ids.max()) >= cfg.vocab_size or int(input_ids.min()) < 0):
         bad = int(input_ids.max()) if int(input_ids.max()) >= cfg.vocab_size else int(input_ids.min())
         raise ValueError(f"{name} contains token id {bad}, outside [0, vocab_size={cfg.vocab_size})")
     length = input_ids.shape[1] + offset
