@@ -138,3 +138,19 @@ def test_encoder_decoder_equals_torch_transformer(norm_first):
         memory = ours.encoder(src, src_pad).hidden
         mine = ours.decoder(tgt, None, memory=memory, memory_mask=src_pad).hidden
     assert (mine - theirs).abs().max().item() < 1e-5
+
+
+def test_export_hf_directory_loads_in_transformers(tmp_path):
+    from nlpattn.interop.hf import export_run
+    from nlpattn.models import save_model
+
+    cfg = ModelConfig(arch="encoder", norm="post", vocab_size=61, d_model=32, n_heads=4, d_ff=48,
+                      n_layers=2, max_len=32, dropout=0.0)
+    torch.manual_seed(0)
+    ours = build_model(cfg, "mlm").eval()
+    save_model(ours, tmp_path / "run")
+    export_run(tmp_path / "run", tmp_path / "hf")
+    hf = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
+    ids, mask = padded_batch(vocab=61)
+    with torch.no_grad():
+        assert max_diff_real_tokens(ours(ids, mask).logits, hf(input_ids=ids, attention_mask=mask).logits, mask) < 1e-5

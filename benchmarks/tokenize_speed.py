@@ -9,24 +9,20 @@ alternate `--repeats` times; we report medians. Then the data-loader time per tr
 batch (random 128-token windows from the memmap + the MLM collator, batch 32) against the
 step time (forward + backward + AdamW) of the small Transformer MLM (configs/model/transformer-small.yaml).
 
-    python benchmarks/tokenize.py [--kind wordpiece|bpe|...] [--repeats 3] [--json out.json]
+    python benchmarks/tokenize_speed.py [--kind wordpiece|bpe|...] [--repeats 3] [--json out.json]
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-# This file is named like the stdlib `tokenize` module (which pandas/datasets import): take its
-# directory off the import path before anything else is imported.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import argparse  # noqa: E402
-import gzip  # noqa: E402
-import itertools  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
+import argparse
+import gzip
+import itertools
+import json
+import statistics
+import tempfile
+import time
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("valid", "test")
