@@ -151,10 +151,4 @@ def test_wall_clock_budget_stops_early(tmp_path):
     assert ckpt.list_checkpoints(tmp_path)[-1].name == "step-0000001"  # the final state is saved
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The test machine is shared: two OpenMP threads on a busy core slow tiny ops 10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")

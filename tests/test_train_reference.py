@@ -16,12 +16,7 @@ CFG = dict(max_steps=STEPS, lr=2e-3, min_lr=2e-4, warmup_steps=4, schedule="cosi
            save_every=1000, progress=False, resume="never")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def reference_losses(hf: torch.nn.Module, batches: list[dict]) -> list[float]:
