@@ -198,8 +198,19 @@ class Seq2SeqLM(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
 
-def build_model(cfg: ModelConfig, task: str = "mlm", num_labels: int | None = None) -> nn.Module:
-    """The model for `task` (mlm | clm | seq2seq | classification | regression) from `cfg`."""
+def build_model(cfg: ModelConfig, task: str = "mlm", num_labels: int | None = None,
+                init_std: float | None = 0.02) -> nn.Module:
+    """The model for `task` (mlm | clm | seq2seq | classification | regression) from `cfg`,
+    initialised N(0, init_std) GPT-2/BERT-style (None keeps PyTorch's per-layer defaults)."""
+    model = _construct(cfg, task, num_labels)
+    if init_std is not None:
+        from nlpattn.init import init_weights
+
+        init_weights(model, init_std)
+    return model
+
+
+def _construct(cfg: ModelConfig, task: str, num_labels: int | None) -> nn.Module:
     if task not in TASKS:
         raise ConfigError(f"task '{task}' is not one of {', '.join(TASKS)}")
     if task == "mlm":
@@ -240,7 +251,7 @@ def load_model(path: str | os.PathLike, map_location: str = "cpu") -> nn.Module:
         raise CheckpointError(f"{directory}: no model.json + model.safetensors (not a run directory?)")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     cfg = model_config_from_dict(meta["config"], source=str(meta_path))
-    model = build_model(cfg, meta["task"], meta.get("num_labels"))
+    model = build_model(cfg, meta["task"], meta.get("num_labels"), init_std=None)  # weights follow
     st_load_model(model, str(weights), strict=True, device=map_location)
     return model
 

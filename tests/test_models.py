@@ -130,3 +130,21 @@ def test_generation_works_for_bodies_without_cache(body):
     with torch.no_grad():  # greedy: each new token is the argmax after the prefix
         for t in range(4, 9):
             assert out[0, t] == model(out[:, :t]).logits[0, -1].argmax()
+
+
+def test_build_model_starts_near_uniform_prediction():
+    import math
+
+    torch.manual_seed(0)
+    model = build_model(tiny(arch="decoder", vocab_size=1000), "clm")
+    ids = torch.randint(0, 1000, (4, 32))
+    assert abs(model(ids, labels=ids).loss.item() - math.log(1000)) < 0.5
+
+
+def test_saved_files_are_readable_by_others(tmp_path):
+    import os
+    import stat
+
+    save_model(build_model(tiny(), "mlm"), tmp_path / "run")
+    for name in ("model.safetensors", "model.json"):
+        assert os.stat(tmp_path / "run" / name).st_mode & stat.S_IROTH

@@ -81,12 +81,8 @@ def init_model(cfg: Config, num_labels: int, accelerator):
     with accelerator.main_process_first():
         tok = train_or_load(cfg)
     mcfg = dataclasses.replace(cfg.model, vocab_size=tok.vocab_size, pad_token_id=tok.pad_id)
-    model = build_model(mcfg, "regression" if num_labels == 1 else "classification", num_labels)
-    if cfg.train.init_std is not None:
-        from nlpattn.train.init import init_weights
-
-        init_weights(model, cfg.train.init_std)
-    return tok, model
+    task = "regression" if num_labels == 1 else "classification"
+    return tok, build_model(mcfg, task, num_labels, init_std=cfg.train.init_std)
 
 
 # --- evaluation -----------------------------------------------------------------------------

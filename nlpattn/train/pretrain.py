@@ -152,7 +152,6 @@ def run_pretrain(cfg: Config, accelerator=None) -> dict:
     from nlpattn.data.blocks import RandomBlocks, SequentialBlocks
     from nlpattn.models import build_model
     from nlpattn.train.checkpoint import resolve_resume
-    from nlpattn.train.init import init_weights
     from nlpattn.train.loop import Trainer, make_accelerator
     from nlpattn.train.memory import check_memory
 
@@ -169,9 +168,7 @@ def run_pretrain(cfg: Config, accelerator=None) -> dict:
         atomic_write_text(Path(cfg.output_dir) / "config.yaml", to_yaml(cfg))
     set_seed(cfg.train.seed)
     t, d = cfg.train, cfg.data
-    model = build_model(cfg.model, TASK[cfg.objective])
-    if t.init_std is not None:
-        init_weights(model, t.init_std)
+    model = build_model(cfg.model, TASK[cfg.objective], init_std=t.init_std)
     collate = make_collator(cfg, tok)
     blocks = RandomBlocks(train_cache, d.block_size, seed=t.seed)
     batches = _batches_class()(blocks, t.batch_size, collate, seed=t.seed,

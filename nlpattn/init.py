@@ -1,7 +1,7 @@
 """Weight initialisation for training from scratch (GPT-2 / BERT style).
 
-The models keep PyTorch's per-layer defaults (N(0, 1) embeddings, Kaiming-uniform linears); with
-tied input/output embeddings that starts an LM at a loss far above log(V). `init_weights` draws
+`build_model` applies it (train.init_std; None keeps PyTorch's per-layer defaults, whose N(0, 1)
+embeddings start a tied-embedding LM at a loss far above log(V)). `init_weights` draws
 linears and embeddings from N(0, std), zeroes biases, resets norms, and scales the residual
 output projections by 1/sqrt(2·layers) (Radford et al. 2019, §2.3). Recurrent and
 convolutional weights keep their own initialisation.
