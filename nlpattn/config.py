@@ -21,6 +21,7 @@ from nlpattn.errors import ConfigError
 BODIES = ("transformer", "lstm", "gru", "cnn")
 ARCHS = ("encoder", "decoder", "encoder-decoder")
 OBJECTIVES = ("mlm", "clm", "seq2seq")
+POOLINGS = ("cls", "mean", "last")
 TOKENIZER_KINDS = ("bpe", "wordpiece", "unigram", "sentencepiece-unigram", "sentencepiece-bpe", "char")
 
 
@@ -53,6 +54,7 @@ class ModelConfig:
     bias: bool = True
     mlm_transform: bool = True  # BERT's dense+act+norm before the MLM vocabulary projection
     pooler: bool = True  # BERT's dense+tanh pooler in the classifier head
+    pooling: str | None = None  # classifier summary: cls | mean | last; None → the body's default
     pad_token_id: int = 0
     # recurrent body
     bidirectional: bool | None = None  # None → True for encoder, False for decoder
@@ -144,6 +146,7 @@ class GlueConfig:
     data_dir: str = "data/glue"
     max_length: int = 128
     tasks: list[str] = field(default_factory=list)  # `nlpattn glue`: empty = all available
+    pooling: str | None = None  # cls | mean | last: overrides the classifier's pooling (also with init)
 
 
 @dataclass
@@ -388,6 +391,8 @@ def validate_model(m: ModelConfig, source: str) -> None:
     _choice(m.attention, ("sdpa", "math"), "model.attention", source)
     _choice(m.activation, ("gelu", "gelu_tanh", "relu"), "model.activation", source)
     _choice(m.conv_activation, ("glu", "gelu"), "model.conv_activation", source)
+    if m.pooling is not None:
+        _choice(m.pooling, POOLINGS, "model.pooling", source)
     for key in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_len", "kernel_size",
                 "dilation"):
         if getattr(m, key) < 1:
@@ -418,6 +423,8 @@ def validate(cfg: Config, source: str) -> None:
     _choice(cfg.tokenizer.kind, TOKENIZER_KINDS, "tokenizer.kind", source)
     _choice(cfg.train.precision, ("fp32", "bf16", "fp16"), "train.precision", source)
     _choice(cfg.train.schedule, ("cosine", "linear", "constant"), "train.schedule", source)
+    if cfg.glue.pooling is not None:
+        _choice(cfg.glue.pooling, POOLINGS, "glue.pooling", source)
     for key in ("batch_size", "grad_accum", "log_every", "eval_every", "save_every", "keep_last"):
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"{source}: key 'train.{key}' must be >= 1")

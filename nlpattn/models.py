@@ -131,7 +131,7 @@ class SequenceClassifier(_Model):
         causal = cfg.arch == "decoder"
         super().__init__(cfg, causal=causal)
         self.num_labels = num_labels
-        pooling = "last" if causal else self.body.pooling
+        pooling = cfg.pooling or ("last" if causal else self.body.pooling)
         self.head = ClassifierHead(cfg, num_labels, pooling)
         if num_labels == 1:
             self.task = "regression"

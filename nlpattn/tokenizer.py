@@ -295,11 +295,11 @@ def train_tokenizer(cfg: TokenizerConfig, files: Sequence[str | os.PathLike] = (
         raise ConfigError(f"tokenizer.vocab_size={cfg.vocab_size} must be larger than the "
                           f"{n_special} special tokens ({len(ROLES)} + {cfg.n_sentinels} sentinels)")
     if texts is None:
-        from nlpattn.data.sources import iter_lines, resolve_files
+        from nlpattn.data.sources import iter_source_texts
 
         if not files:
             raise ConfigError("data.train_files: no files given to train the tokenizer on")
-        texts = iter_lines(resolve_files(files))
+        texts = iter_source_texts(files)
     specials = [SPECIAL_TOKENS[r] for r in ROLES] + sentinel_tokens(cfg.n_sentinels)
     backend = trainers.TRAINERS[cfg.kind](cfg, texts, specials)
     return Tokenizer(backend, cfg.kind, SPECIAL_TOKENS, sentinel_tokens(cfg.n_sentinels))

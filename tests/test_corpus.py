@@ -228,3 +228,29 @@ def test_sequential_validation_blocks_tile_the_corpus(wiki_file, tok, tmp_path):
     assert torch.cat([val[i] for i in range(len(val))]).tolist() == cache.tokens[: len(val) * 100].tolist()
     with pytest.raises(ConfigError, match="longer than"):
         RandomBlocks(cache, len(cache) + 1)
+
+
+def test_glue_sources_give_each_sentence_as_a_document_without_labels(tmp_path, tok, wiki_file):
+    from nlpattn.data.glue import read_glue_split
+
+    cache = build_token_cache([wiki_file, "glue:wnli"], tok, tmp_path / "cache")
+    wiki_only = build_token_cache([wiki_file], tok, tmp_path / "wiki")
+    sentences = [t for ex in read_glue_split("wnli", "train") for t in (ex.text_a, ex.text_b)]
+    expected = [i for text in sentences for i in tok.encode(text) + [tok.eos_id]]
+    assert cache.tokens[len(wiki_only):].tolist() == expected
+    assert len(cache.doc_starts) == len(wiki_only.doc_starts) + len(sentences)
+    assert build_token_cache([wiki_file, "glue:wnli"], tok, tmp_path / "cache").fingerprint == cache.fingerprint
+
+
+@pytest.mark.parametrize("spec,message", [("glue:nope", "glue:nope: unknown GLUE task"),
+                                          ("glue:cola:tset", "glue:cola:tset: GLUE task 'cola' has no split"),
+                                          ("glue:", "expected glue:TASK")])
+def test_bad_glue_sources_name_the_source(tmp_path, tok, spec, message):
+    with pytest.raises(DataError, match=re.escape(message)):
+        build_token_cache([spec], tok, tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_tokenizer_trains_on_glue_sources():
+    tok = train_tokenizer(TokenizerConfig(kind="wordpiece", vocab_size=300), files=["glue:wnli"])
+    assert tok.decode(tok.encode("The trophy doesn't fit")).replace(" ", "") == "Thetrophydoesn'tfit"

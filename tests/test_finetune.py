@@ -67,6 +67,28 @@ def test_classifier_takes_the_pretrained_trunk(task, arch, pooling):
     assert clf.head.pooling == pooling and clf.num_labels == 3
 
 
+def test_pooling_override_with_init_is_used_and_saved(tmp_path):
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=40, d_model=16, n_heads=2, d_ff=32, n_layers=1, max_len=32)
+    clf = classifier_from(build_model(cfg, "mlm"), num_labels=2, pooling="mean").eval()
+    ids = torch.randint(5, 40, (2, 7))
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3])
+    hidden = clf(ids, attention_mask=mask).hidden
+    expected = torch.stack([hidden[0].mean(0), hidden[1, :4].mean(0)])
+    assert torch.allclose(clf.head.pool(hidden, mask.bool()), expected, atol=1e-6)
+    save_model(clf, tmp_path)
+    from nlpattn.models import load_model
+
+    assert load_model(tmp_path).head.pooling == "mean"
+
+
+def test_bad_pooling_names_the_key():
+    from nlpattn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="glue.pooling"):
+        load_config(str(REPO / "configs/finetune/sst2.yaml"), ["glue.pooling=max"])
+
+
 def _glue_dir_with_test(tmp_path):
     src = REPO / "data/glue/WNLI"
     dst = tmp_path / "glue" / "WNLI"

@@ -24,8 +24,8 @@ import numpy as np
 
 from nlpattn.data.memo import WordMemoEncoder, plain_encode_block
 from nlpattn.data.sources import (DOC_SPLITS, TableSource, detect_doc_split, doc_starts_for,
-                                  file_signature, iter_line_blocks, iter_table_blocks,
-                                  resolve_files, split_table_files, table_signature, table_source)
+                                  file_signature, glue_text_source, is_glue_spec, iter_line_blocks,
+                                  iter_table_blocks, resolve_files, split_table_files, table_signature, table_source)
 from nlpattn.errors import ConfigError, DataError
 from nlpattn.fileio import atomic_dir, atomic_write_json
 
@@ -218,11 +218,13 @@ def _sources_of(sources, text_column: str, streaming: bool) -> list[Path | Table
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     tables = [s for s in sources if isinstance(s, TableSource)]
-    text_files, grouped = split_table_files(resolve_files([s for s in sources if not isinstance(s, TableSource)]))
+    glue = [glue_text_source(s) for s in sources if is_glue_spec(s)]
+    paths = [s for s in sources if not isinstance(s, TableSource) and not is_glue_spec(s)]
+    text_files, grouped = split_table_files(resolve_files(paths))
     for builder, files in grouped.items():
         tables.append(TableSource(builder, data_files=tuple(str(f) for f in files),
                                   text_column=text_column, streaming=streaming))
-    return [*text_files, *tables]
+    return [*text_files, *tables, *glue]
 
 
 def _blocks_of(source: Path | TableSource, doc_split: str) -> Iterator[tuple[list[str], list[bool]]]:
@@ -250,7 +252,7 @@ def build_token_cache(sources: Sequence[str | os.PathLike | TableSource] | str |
                       cache_dir: str | os.PathLike, *, doc_split: str = "auto", text_column: str = "text",
                       streaming: bool = False, shard_tokens: int = 1 << 27,
                       rebuild: bool = False, memo: bool = True) -> TokenCache:
-    """Tokenize `sources` (files, dirs, globs, .gz, json/csv/parquet, hub tables) into `cache_dir`."""
+    """Tokenize `sources` (files, dirs, globs, .gz, json/csv/parquet, hub tables, glue:TASK) into `cache_dir`."""
     if doc_split not in DOC_SPLITS:
         raise ConfigError(f"data.doc_split must be one of {', '.join(DOC_SPLITS)}; got '{doc_split}'")
     if tokenizer.eos_id is None:

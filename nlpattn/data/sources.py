@@ -1,4 +1,5 @@
-"""Text sources: files, directories, globs and `.gz` read as checked UTF-8 lines; `datasets` tables.
+"""Text sources: files, directories, globs and `.gz` read as checked UTF-8 lines; `datasets`
+tables; `glue:TASK[:SPLIT]`, the sentences of a GLUE split without labels (default split: train).
 
 Every failure is a `DataError` whose message names the file and the line (or byte offset):
 missing path, glob that matches nothing, empty file, directory without files, NUL bytes
@@ -40,6 +41,49 @@ class TableSource:
         """A short human-readable name for messages."""
         files = ",".join(self.data_files)
         return files or f"{self.name}{':' + self.config if self.config else ''}[{self.split}]"
+
+
+GLUE_PREFIX = "glue:"
+
+
+def is_glue_spec(spec) -> bool:
+    """True for a `glue:TASK[:SPLIT]` source name."""
+    return isinstance(spec, str) and spec.startswith(GLUE_PREFIX)
+
+
+def glue_text_source(spec: str) -> TableSource:
+    """`glue:sst2` / `glue:cola:dev` → the texts of that split (local TSV, else the hub)."""
+    from nlpattn.data.glue import _check_split, get_task, split_file
+
+    parts = spec[len(GLUE_PREFIX):].split(":")
+    if len(parts) > 2 or not parts[0]:
+        raise DataError(f"{spec}: expected glue:TASK or glue:TASK:SPLIT (e.g. glue:sst2, glue:cola:dev)")
+    try:
+        task = get_task(parts[0])
+        split = _check_split(task, parts[1] if len(parts) == 2 else "train")
+    except DataError as e:
+        raise DataError(f"{spec}: {e}") from None
+    path = split_file(task, split)
+    return TableSource("glue", task.name, (str(path),) if path else (), split)
+
+
+def iter_glue_blocks(source: TableSource) -> Iterator[list[str]]:
+    """The sentences of a GLUE split: one text per sentence (a pair gives two)."""
+    from nlpattn.data.glue import read_glue_split, resolve_glue_dir
+
+    data_dir = Path(source.data_files[0]).parent.parent if source.data_files else resolve_glue_dir()
+    examples = read_glue_split(source.config, source.split, data_dir)
+    yield [text for ex in examples for text in (ex.text_a, ex.text_b) if text]
+
+
+def iter_source_texts(specs: Iterable[str | os.PathLike]) -> Iterator[str]:
+    """Every line of every file, then every text of every `glue:` source (tokenizer training)."""
+    specs = list(specs)
+    yield from iter_lines(resolve_files([s for s in specs if not is_glue_spec(s)]))
+    for spec in specs:
+        if is_glue_spec(spec):
+            for block in iter_glue_blocks(glue_text_source(spec)):
+                yield from block
 
 
 def resolve_files(patterns: Iterable[str | os.PathLike]) -> list[Path]:
@@ -212,6 +256,9 @@ def load_table(source: TableSource) -> Any:
 
 def iter_table_blocks(source: TableSource, batch_rows: int = 2000) -> Iterator[list[str]]:
     """Yield lists of texts (one per row) from a `datasets` table, streaming or not."""
+    if source.name == "glue":
+        yield from iter_glue_blocks(source)
+        return
     ds = load_table(source)
     for batch in ds.iter(batch_size=batch_rows):
         texts = batch[source.text_column]

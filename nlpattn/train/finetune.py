@@ -45,12 +45,14 @@ def _load_source(init: str):
                           f"nor config.json (a transformers model): no weights to start from")
 
 
-def classifier_from(source: torch.nn.Module, num_labels: int) -> torch.nn.Module:
+def classifier_from(source: torch.nn.Module, num_labels: int, pooling: str | None = None) -> torch.nn.Module:
     """A SequenceClassifier whose embeddings and body are `source`'s (a seq2seq model gives its
-    encoder); only the new head is freshly initialised."""
+    encoder); only the new head is freshly initialised, pooling `pooling` if given."""
     from nlpattn.models import SequenceClassifier
 
     cfg, state = source.cfg, source.state_dict()
+    if pooling is not None:
+        cfg = dataclasses.replace(cfg, pooling=pooling)
     if source.task == "seq2seq":
         cfg = dataclasses.replace(cfg, arch="encoder")
         state = {k.replace("encoder.", "body.", 1): v for k, v in state.items() if k.startswith("encoder.")}
@@ -77,10 +79,11 @@ def init_model(cfg: Config, num_labels: int, accelerator):
         if tok.vocab_size > source.cfg.vocab_size:
             raise ConfigError(f"init: {cfg.init} has a tokenizer of {tok.vocab_size} tokens but a model "
                               f"vocabulary of {source.cfg.vocab_size}")
-        return tok, classifier_from(source, num_labels)
+        return tok, classifier_from(source, num_labels, cfg.glue.pooling)
     with accelerator.main_process_first():
         tok = train_or_load(cfg)
-    mcfg = dataclasses.replace(cfg.model, vocab_size=tok.vocab_size, pad_token_id=tok.pad_id)
+    mcfg = dataclasses.replace(cfg.model, vocab_size=tok.vocab_size, pad_token_id=tok.pad_id,
+                               pooling=cfg.glue.pooling or cfg.model.pooling)
     task = "regression" if num_labels == 1 else "classification"
     return tok, build_model(mcfg, task, num_labels, init_std=cfg.train.init_std)
 
