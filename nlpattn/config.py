@@ -54,7 +54,7 @@ class ModelConfig:
     bias: bool = True
     mlm_transform: bool = True  # BERT's dense+act+norm before the MLM vocabulary projection
     pooler: bool = True  # BERT's dense+tanh pooler in the classifier head
-    pooling: str | None = None  # classifier summary: cls | mean | last; None → the body's default
+    pooling: str | None = None  # classifier summary: cls | mean | last; None → the body's default (also over an init)
     pad_token_id: int = 0
     # recurrent body
     bidirectional: bool | None = None  # None → True for encoder, False for decoder
@@ -146,7 +146,6 @@ class GlueConfig:
     data_dir: str = "data/glue"
     max_length: int = 128
     tasks: list[str] = field(default_factory=list)  # `nlpattn glue`: empty = all available
-    pooling: str | None = None  # cls | mean | last: overrides the classifier's pooling (also with init)
 
 
 @dataclass
@@ -423,8 +422,6 @@ def validate(cfg: Config, source: str) -> None:
     _choice(cfg.tokenizer.kind, TOKENIZER_KINDS, "tokenizer.kind", source)
     _choice(cfg.train.precision, ("fp32", "bf16", "fp16"), "train.precision", source)
     _choice(cfg.train.schedule, ("cosine", "linear", "constant"), "train.schedule", source)
-    if cfg.glue.pooling is not None:
-        _choice(cfg.glue.pooling, POOLINGS, "glue.pooling", source)
     for key in ("batch_size", "grad_accum", "log_every", "eval_every", "save_every", "keep_last"):
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"{source}: key 'train.{key}' must be >= 1")

@@ -85,8 +85,8 @@ def test_pooling_override_with_init_is_used_and_saved(tmp_path):
 def test_bad_pooling_names_the_key():
     from nlpattn.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="glue.pooling"):
-        load_config(str(REPO / "configs/finetune/sst2.yaml"), ["glue.pooling=max"])
+    with pytest.raises(ConfigError, match="model.pooling"):
+        load_config(str(REPO / "configs/finetune/sst2.yaml"), ["model.pooling=max"])
 
 
 def _glue_dir_with_test(tmp_path):

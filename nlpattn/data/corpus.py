@@ -24,8 +24,8 @@ import numpy as np
 
 from nlpattn.data.memo import WordMemoEncoder, plain_encode_block
 from nlpattn.data.sources import (DOC_SPLITS, TableSource, detect_doc_split, doc_starts_for,
-                                  file_signature, glue_text_source, is_glue_spec, iter_line_blocks,
-                                  iter_table_blocks, resolve_files, split_table_files, table_signature, table_source)
+                                  file_signature, iter_line_blocks, iter_table_blocks, resolve_files,
+                                  split_glue_specs, split_table_files, table_signature, table_source)
 from nlpattn.errors import ConfigError, DataError
 from nlpattn.fileio import atomic_dir, atomic_write_json
 
@@ -218,8 +218,7 @@ def _sources_of(sources, text_column: str, streaming: bool) -> list[Path | Table
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     tables = [s for s in sources if isinstance(s, TableSource)]
-    glue = [glue_text_source(s) for s in sources if is_glue_spec(s)]
-    paths = [s for s in sources if not isinstance(s, TableSource) and not is_glue_spec(s)]
+    paths, glue = split_glue_specs(s for s in sources if not isinstance(s, TableSource))
     text_files, grouped = split_table_files(resolve_files(paths))
     for builder, files in grouped.items():
         tables.append(TableSource(builder, data_files=tuple(str(f) for f in files),

@@ -138,7 +138,8 @@ def available_tasks(data_dir: str | os.PathLike | None = None) -> list[str]:
             if t.train and split_file(t, "train", data_dir) and split_file(t, t.dev_splits[0], data_dir)]
 
 
-def _check_split(task: GlueTask, split: str) -> str:
+def check_split(task: GlueTask, split: str) -> str:
+    """The task's name for `split` (hub names accepted); DataError listing the valid ones."""
     split = {"validation": "dev", "validation_matched": "dev_matched",
              "validation_mismatched": "dev_mismatched"}.get(split, split)
     if split not in task.splits:
@@ -150,7 +151,7 @@ def read_glue_split(task: str | GlueTask, split: str,
                     data_dir: str | os.PathLike | None = None) -> list[GlueExample]:
     """Examples of one split: from `<data_dir>/<Task>/<split>.tsv[.gz]`, else from the hub."""
     task = get_task(task)
-    split = _check_split(task, split)
+    split = check_split(task, split)
     path = split_file(task, split, data_dir)
     if path is not None:
         return read_glue_tsv(task, split, path)

@@ -46,21 +46,24 @@ class TableSource:
 GLUE_PREFIX = "glue:"
 
 
-def is_glue_spec(spec) -> bool:
-    """True for a `glue:TASK[:SPLIT]` source name."""
-    return isinstance(spec, str) and spec.startswith(GLUE_PREFIX)
+def split_glue_specs(specs: Iterable) -> tuple[list, list[TableSource]]:
+    """(every other source, the `glue:TASK[:SPLIT]` ones as TableSources), order kept."""
+    specs = list(specs)
+    is_glue = [isinstance(s, str) and s.startswith(GLUE_PREFIX) for s in specs]
+    return ([s for s, g in zip(specs, is_glue) if not g],
+            [glue_text_source(s) for s, g in zip(specs, is_glue) if g])
 
 
 def glue_text_source(spec: str) -> TableSource:
     """`glue:sst2` / `glue:cola:dev` → the texts of that split (local TSV, else the hub)."""
-    from nlpattn.data.glue import _check_split, get_task, split_file
+    from nlpattn.data.glue import check_split, get_task, split_file
 
     parts = spec[len(GLUE_PREFIX):].split(":")
     if len(parts) > 2 or not parts[0]:
         raise DataError(f"{spec}: expected glue:TASK or glue:TASK:SPLIT (e.g. glue:sst2, glue:cola:dev)")
     try:
         task = get_task(parts[0])
-        split = _check_split(task, parts[1] if len(parts) == 2 else "train")
+        split = check_split(task, parts[1] if len(parts) == 2 else "train")
     except DataError as e:
         raise DataError(f"{spec}: {e}") from None
     path = split_file(task, split)
@@ -69,21 +72,20 @@ def glue_text_source(spec: str) -> TableSource:
 
 def iter_glue_blocks(source: TableSource) -> Iterator[list[str]]:
     """The sentences of a GLUE split: one text per sentence (a pair gives two)."""
-    from nlpattn.data.glue import read_glue_split, resolve_glue_dir
+    from nlpattn.data.glue import read_glue_split, read_glue_tsv
 
-    data_dir = Path(source.data_files[0]).parent.parent if source.data_files else resolve_glue_dir()
-    examples = read_glue_split(source.config, source.split, data_dir)
+    examples = (read_glue_tsv(source.config, source.split, source.data_files[0]) if source.data_files
+                else read_glue_split(source.config, source.split))  # no local file: the hub
     yield [text for ex in examples for text in (ex.text_a, ex.text_b) if text]
 
 
 def iter_source_texts(specs: Iterable[str | os.PathLike]) -> Iterator[str]:
     """Every line of every file, then every text of every `glue:` source (tokenizer training)."""
-    specs = list(specs)
-    yield from iter_lines(resolve_files([s for s in specs if not is_glue_spec(s)]))
-    for spec in specs:
-        if is_glue_spec(spec):
-            for block in iter_glue_blocks(glue_text_source(spec)):
-                yield from block
+    paths, glue = split_glue_specs(specs)
+    yield from iter_lines(resolve_files(paths))
+    for source in glue:
+        for block in iter_glue_blocks(source):
+            yield from block
 
 
 def resolve_files(patterns: Iterable[str | os.PathLike]) -> list[Path]:

@@ -79,11 +79,10 @@ def init_model(cfg: Config, num_labels: int, accelerator):
         if tok.vocab_size > source.cfg.vocab_size:
             raise ConfigError(f"init: {cfg.init} has a tokenizer of {tok.vocab_size} tokens but a model "
                               f"vocabulary of {source.cfg.vocab_size}")
-        return tok, classifier_from(source, num_labels, cfg.glue.pooling)
+        return tok, classifier_from(source, num_labels, cfg.model.pooling)
     with accelerator.main_process_first():
         tok = train_or_load(cfg)
-    mcfg = dataclasses.replace(cfg.model, vocab_size=tok.vocab_size, pad_token_id=tok.pad_id,
-                               pooling=cfg.glue.pooling or cfg.model.pooling)
+    mcfg = dataclasses.replace(cfg.model, vocab_size=tok.vocab_size, pad_token_id=tok.pad_id)
     task = "regression" if num_labels == 1 else "classification"
     return tok, build_model(mcfg, task, num_labels, init_std=cfg.train.init_std)
 
