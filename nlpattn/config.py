@@ -123,6 +123,7 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine | linear | constant
     clip_grad: float | None = 1.0
     seed: int = 0
+    group_by_length: bool = True  # fine-tuning: batch sentences of similar length (less padding)
     precision: str = "fp32"  # fp32 | bf16 | fp16
     compile: bool = False
     log_every: int = 50

@@ -39,6 +39,13 @@ def test_epoch_batches_cover_each_example_once_and_group_lengths():
     assert batches.epoch == pytest.approx(2.0)
 
 
+def test_epoch_batches_without_grouping_mix_lengths():
+    ungrouped = EpochBatches(examples(), 10, identity, seed=1, group=1)  # train.group_by_length=false
+    spread = [max(len(e["input_ids"]) for e in b) - min(len(e["input_ids"]) for e in b)
+              for b in (next(ungrouped) for _ in range(10))]
+    assert sum(spread) / len(spread) > 15
+
+
 def test_epoch_batches_resume_and_shard():
     data = examples()
     a = EpochBatches(data, 8, identity, seed=3)

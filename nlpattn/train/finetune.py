@@ -241,7 +241,8 @@ def run_finetune(cfg: Config, accelerator=None) -> dict:
     raw_dev = {s: read_glue_split(task, s, cfg.glue.data_dir) for s in task.dev_splits}
     collate = ClassificationCollator(tok.pad_id, task.is_regression)
     batches = EpochBatches(encode_glue(train_raw, tok, cfg.glue.max_length), cfg.train.batch_size, collate,
-                           seed=cfg.train.seed, rank=acc.process_index, world_size=acc.num_processes)
+                           seed=cfg.train.seed, rank=acc.process_index, world_size=acc.num_processes,
+                           group=50 if cfg.train.group_by_length else 1)
     cfg = _steps(cfg, batches)
     validate(cfg, "<config>")
     run = Path(cfg.output_dir)
