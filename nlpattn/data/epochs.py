@@ -17,12 +17,14 @@ import torch
 from nlpattn.data.blocks import mix64
 from nlpattn.errors import ConfigError
 
+GROUP_WINDOW = 50  # global batches per length-sorted window; 1 = plain shuffled batches
+
 
 class EpochBatches:
     """Endless iterator of collated batches for this process; see the module docstring."""
 
     def __init__(self, examples: Sequence[dict], batch_size: int, collate: Callable, *, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, group: int = 50) -> None:
+                 rank: int = 0, world_size: int = 1, group: int = GROUP_WINDOW) -> None:
         self.examples, self.batch_size, self.collate = examples, batch_size, collate
         self.seed, self.rank, self.world_size, self.group = seed, rank, world_size, group
         self.global_batch = batch_size * world_size

@@ -222,7 +222,7 @@ def run_finetune(cfg: Config, accelerator=None) -> dict:
     from accelerate.utils import set_seed
 
     from nlpattn.data.collate import ClassificationCollator
-    from nlpattn.data.epochs import EpochBatches
+    from nlpattn.data.epochs import GROUP_WINDOW, EpochBatches
     from nlpattn.data.glue import encode_glue, get_task, read_glue_split
     from nlpattn.train.loop import Trainer, make_accelerator
 
@@ -242,7 +242,7 @@ def run_finetune(cfg: Config, accelerator=None) -> dict:
     collate = ClassificationCollator(tok.pad_id, task.is_regression)
     batches = EpochBatches(encode_glue(train_raw, tok, cfg.glue.max_length), cfg.train.batch_size, collate,
                            seed=cfg.train.seed, rank=acc.process_index, world_size=acc.num_processes,
-                           group=50 if cfg.train.group_by_length else 1)
+                           group=GROUP_WINDOW if cfg.train.group_by_length else 1)
     cfg = _steps(cfg, batches)
     validate(cfg, "<config>")
     run = Path(cfg.output_dir)
