@@ -105,6 +105,28 @@ def test_hash_differs_between_tokenizers(tokenizers):
     assert len(hashes) == len(KINDS)
 
 
+def test_wordpiece_ids_do_not_depend_on_the_trainers_tie_order(tokenizers, lines):
+    """The same WordPiece vocabulary in another id order is renumbered to the same ids and splits."""
+    import random
+
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models
+
+    from nlpattn.data.tokenizer_trainers import _fixed_wordpiece_ids
+
+    trained = tokenizers["wordpiece"].backend.tok
+    specials = [t for t, _ in sorted(trained.get_vocab().items(), key=lambda kv: kv[1])][:len(SPECIAL_TOKENS) + 4]
+    shuffled = HFTokenizer.from_str(trained.to_str())
+    rest = [t for t in trained.get_vocab() if t not in specials]
+    random.Random(0).shuffle(rest)
+    shuffled.model = models.WordPiece({t: i for i, t in enumerate([*specials, *rest])}, unk_token="[UNK]")
+    assert shuffled.get_vocab() != trained.get_vocab()
+    _fixed_wordpiece_ids(shuffled, specials)
+    assert shuffled.get_vocab() == trained.get_vocab()
+    text = "".join(lines[N_TRAIN:N_TRAIN + 50])
+    assert shuffled.encode(text).ids == trained.encode(text).ids
+
+
 def test_truncate_longest_first_matches_one_at_a_time():
     def reference(a, b, budget):
         a, b = list(a), list(b)

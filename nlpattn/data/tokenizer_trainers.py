@@ -29,12 +29,15 @@ def _hf_tokenizer(model, normalizer, pre_tokenizer, decoder):
     return tok
 
 
-def _finish(tok, texts: Iterable[str], trainer, specials: list[str], bert_template: bool = False) -> "_HFBackend":
+def _finish(tok, texts: Iterable[str], trainer, specials: list[str], bert_template: bool = False,
+            after_training: Callable | None = None) -> "_HFBackend":
     from tokenizers import Tokenizer, processors
 
     from nlpattn.tokenizer import _HFBackend
 
     tok.train_from_iterator(texts, trainer)
+    if after_training is not None:
+        after_training(tok, specials)
     tok.add_special_tokens(specials)  # already in the vocab: marks them as special (never split)
     if bert_template:  # what transformers adds around texts; our wrapper adds specials itself
         cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
@@ -71,7 +74,22 @@ def train_wordpiece(cfg: TokenizerConfig, texts: Iterable[str], specials: list[s
                         pre_tokenizers.BertPreTokenizer(), decoders.WordPiece(cleanup=False))
     trainer = trainers.WordPieceTrainer(vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
                                         special_tokens=specials, show_progress=False)
-    return _finish(tok, texts, trainer, specials, bert_template=True)
+    return _finish(tok, texts, trainer, specials, bert_template=True, after_training=_fixed_wordpiece_ids)
+
+
+def _fixed_wordpiece_ids(tok, specials: list[str]) -> None:
+    """Renumber a trained WordPiece vocabulary in a fixed order: specials, then shortest first.
+
+    The trainer breaks frequency ties in hash order, so the same text gave different ids from
+    run to run, and with them a different model (embedding rows) for the same seed. WordPiece
+    splits by longest match over the vocabulary, so the ids themselves change no tokenization.
+    """
+    from tokenizers import models
+
+    rest = sorted((t for t in tok.get_vocab() if t not in specials),
+                  key=lambda t: (len(t.removeprefix("##")), t.startswith("##"), t))
+    vocab = {token: i for i, token in enumerate([*specials, *rest])}
+    tok.model = models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100)
 
 
 def train_unigram(cfg: TokenizerConfig, texts: Iterable[str], specials: list[str]) -> "_HFBackend":
