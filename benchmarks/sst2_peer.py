@@ -106,10 +106,11 @@ def main() -> None:
         rows.append((ours, peer))
         print(f"{seed} | {100 * ours['accuracy']:.1f} | {ours['train_s']:.0f} | "
               f"{100 * peer['accuracy']:.1f} | {peer['train_s']:.0f}", flush=True)
-    mean = lambda who, key: statistics.mean(r[who][key] for r in rows)  # noqa: E731
-    print(f"mean | {100 * mean(0, 'accuracy'):.1f} | {mean(0, 'train_s'):.0f} | "
-          f"{100 * mean(1, 'accuracy'):.1f} | {mean(1, 'train_s'):.0f}")
-    print(f"training time ratio peer / nlpattn: {mean(1, 'train_s') / mean(0, 'train_s'):.2f}")
+    ours_mean, peer_mean = ({key: statistics.mean(r[who][key] for r in rows) for key in ("accuracy", "train_s")}
+                            for who in (0, 1))
+    print(f"mean | {100 * ours_mean['accuracy']:.1f} | {ours_mean['train_s']:.0f} | "
+          f"{100 * peer_mean['accuracy']:.1f} | {peer_mean['train_s']:.0f}")
+    print(f"training time ratio peer / nlpattn: {peer_mean['train_s'] / ours_mean['train_s']:.2f}")
 
 
 if __name__ == "__main__":
