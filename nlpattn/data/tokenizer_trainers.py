@@ -67,14 +67,21 @@ def train_bpe(cfg: TokenizerConfig, texts: Iterable[str], specials: list[str]) -
 
 def train_wordpiece(cfg: TokenizerConfig, texts: Iterable[str], specials: list[str]) -> "_HFBackend":
     """BERT style WordPiece: BERT normalizer and pre-tokenizer, `##` continuations."""
-    from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import decoders, normalizers, pre_tokenizers, trainers
 
-    tok = _hf_tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100),
+    tok = _hf_tokenizer(_wordpiece_model(),
                         normalizers.BertNormalizer(lowercase=cfg.lowercase, strip_accents=cfg.lowercase),
                         pre_tokenizers.BertPreTokenizer(), decoders.WordPiece(cleanup=False))
     trainer = trainers.WordPieceTrainer(vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
                                         special_tokens=specials, show_progress=False)
     return _finish(tok, texts, trainer, specials, bert_template=True, after_training=_fixed_wordpiece_ids)
+
+
+def _wordpiece_model(vocab: dict[str, int] | None = None):
+    """An (untrained, or given-vocabulary) WordPiece model with our [UNK] and word-length limit."""
+    from tokenizers import models
+
+    return models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100)
 
 
 def _fixed_wordpiece_ids(tok, specials: list[str]) -> None:
@@ -84,12 +91,10 @@ def _fixed_wordpiece_ids(tok, specials: list[str]) -> None:
     run to run, and with them a different model (embedding rows) for the same seed. WordPiece
     splits by longest match over the vocabulary, so the ids themselves change no tokenization.
     """
-    from tokenizers import models
-
     rest = sorted((t for t in tok.get_vocab() if t not in specials),
                   key=lambda t: (len(t.removeprefix("##")), t.startswith("##"), t))
     vocab = {token: i for i, token in enumerate([*specials, *rest])}
-    tok.model = models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100)
+    tok.model = _wordpiece_model(vocab)
 
 
 def train_unigram(cfg: TokenizerConfig, texts: Iterable[str], specials: list[str]) -> "_HFBackend":
