@@ -130,6 +130,17 @@ def test_finetune_from_scratch_writes_eval_and_predictions(tmp_path):
     assert (run / "model.safetensors").is_file() and (run / "tokenizer.json").is_file()
 
 
+def test_finetune_honours_num_threads(tmp_path, monkeypatch):
+    """train.num_threads applies to fine-tuning as it does to pretraining."""
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    cfg = load_config(REPO / "configs/finetune/glue.yaml",
+                      [*TINY, "task=wnli", f"output_dir={tmp_path / 'run'}", "train.epochs=0.05",
+                       "train.num_threads=1"])
+    run_finetune(cfg)
+    assert calls and calls[0] == 1
+
+
 def test_finetune_from_pretrained_run_and_transformers_dir(tmp_path):
     from nlpattn.tokenizer import load_tokenizer
 

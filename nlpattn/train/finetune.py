@@ -225,6 +225,7 @@ def run_finetune(cfg: Config, accelerator=None) -> dict:
     from nlpattn.data.epochs import GROUP_WINDOW, EpochBatches
     from nlpattn.data.glue import encode_glue, get_task, read_glue_split
     from nlpattn.train.loop import Trainer, make_accelerator
+    from nlpattn.train.runtime import set_threads
 
     if not cfg.task:
         from nlpattn.data.glue import GLUE_TASKS
@@ -234,6 +235,7 @@ def run_finetune(cfg: Config, accelerator=None) -> dict:
     if not task.train:
         raise ConfigError(f"task: '{task.name}' is test-only (no training split)")
     acc = accelerator if accelerator is not None else make_accelerator(cfg.train)
+    set_threads(cfg.train, acc)
     set_seed(cfg.train.seed)
     tok, model = init_model(cfg, task.num_labels, acc)
     cfg = dataclasses.replace(cfg, model=model.cfg)

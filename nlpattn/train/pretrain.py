@@ -123,14 +123,6 @@ def _batches_class():
     return PretrainBatches
 
 
-def _set_threads(cfg: Config, accelerator) -> None:
-    if cfg.train.num_threads is not None:
-        torch.set_num_threads(cfg.train.num_threads)
-    elif accelerator.num_processes > 1 and accelerator.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
-
-
 def prepare_data(cfg: Config, accelerator):
     """Tokenizer (loaded, or trained into the run dir) and train/valid token caches."""
     from nlpattn.data.corpus import build_corpus
@@ -154,12 +146,13 @@ def run_pretrain(cfg: Config, accelerator=None) -> dict:
     from nlpattn.train.checkpoint import resolve_resume
     from nlpattn.train.loop import Trainer, make_accelerator
     from nlpattn.train.memory import check_memory
+    from nlpattn.train.runtime import set_threads
 
     cfg = resolve_objective(cfg)
     check_memory(cfg)
     resolve_resume(cfg.train.resume, cfg.output_dir)  # a bad resume path fails before any work
     acc = accelerator if accelerator is not None else make_accelerator(cfg.train)
-    _set_threads(cfg, acc)
+    set_threads(cfg.train, acc)
     tok, train_cache, valid_cache = prepare_data(cfg, acc)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.vocab_size,
                                                              pad_token_id=tok.pad_id))

@@ -30,6 +30,15 @@ def make_accelerator(cfg: TrainConfig):
         raise ConfigError(f"train.precision={cfg.precision}: {str(e).splitlines()[0]}") from None
 
 
+def set_threads(cfg: TrainConfig, accelerator) -> None:
+    """torch threads per process: `train.num_threads`, else the cores shared among local CPU processes."""
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
+    elif accelerator.num_processes > 1 and accelerator.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+
+
 def count_tokens(batch: dict) -> int:
     """Input tokens of a batch: real (unpadded) positions of `input_ids`."""
     mask = batch.get("attention_mask")
