@@ -94,7 +94,7 @@ def test_crash_in_the_middle_of_a_save_keeps_the_previous_checkpoint(tmp_path, m
     assert not (run / "checkpoints" / ".step-0000004.killed.tmp").exists()
     ref, got = train_losses(tmp_path / "ref"), train_losses(run)
     assert sorted(got) == list(range(1, 7))
-    assert max(abs(ref[s] - got[s]) for s in range(1, 7)) <= 1e-6
+    assert max(abs(ref[s] - got[s]) for s in range(1, 7)) == 0.0  # bit for bit on CPU
     assert summary["final_val_loss"] is None and reference["steps"] == summary["steps"] == 6
 
 

@@ -41,7 +41,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
         assert [e["step"] for e in got] == [e["step"] for e in ref]
         diff = max(abs(a["loss"] - b["loss"]) for a, b in zip(ref, got))
         print(f"resume max |loss diff| ({split}): {diff:.3g}")
-        assert diff <= 1e-6
+        assert diff == 0.0  # bit for bit on CPU: same batches, masks, dropout, optimizer state
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
