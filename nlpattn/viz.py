@@ -1,14 +1,16 @@
-"""Attention maps: what each head of each layer attends to, as a PNG grid or a self-contained
-HTML page (hover a token to see its attention row)."""
+"""Attention maps of a run for one input: the interactive explorer (`out=x.html`, one
+self-contained page), a static PNG grid (`out=x.png`) or the raw weights and statistics
+(`out=x.json`). The data come from `nlpattn.explorer`; this module writes the files."""
 from __future__ import annotations
 
-import html
-import json
 from pathlib import Path
 
 import torch
 
 from nlpattn.errors import ConfigError
+
+SUFFIXES = (".html", ".htm", ".png", ".json")
+KEYS = ("text", "text_pair", "source", "target", "out", "truncate")
 
 
 def attention_maps(model, input_ids: torch.Tensor) -> list[torch.Tensor]:
@@ -21,8 +23,8 @@ def attention_maps(model, input_ids: torch.Tensor) -> list[torch.Tensor]:
     return [a[0].float() for a in out.attentions]
 
 
-def save_png(maps: list[torch.Tensor], tokens: list[str], path: str | Path) -> Path:
-    """A grid (layers × heads) of attention heatmaps with token labels, written atomically."""
+def save_png(sections: list[dict], path: str | Path) -> Path:
+    """A static grid (each section's layers × heads) of heatmaps with token labels, atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,18 +32,20 @@ def save_png(maps: list[torch.Tensor], tokens: list[str], path: str | Path) -> P
 
     from nlpattn.fileio import atomic_path
 
-    n_layers, n_heads = len(maps), maps[0].shape[0]
-    size = max(2.0, 0.22 * len(tokens))
-    fig, axes = plt.subplots(n_layers, n_heads, figsize=(size * n_heads, size * n_layers), squeeze=False)
-    for layer, heads in enumerate(maps):
-        for h in range(n_heads):
-            ax = axes[layer][h]
-            ax.imshow(heads[h].numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
-            ax.set_title(f"layer {layer + 1} · head {h + 1}", fontsize=8)
-            ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=6)
-            ax.set_yticks(range(len(tokens)), tokens, fontsize=6)
-            ax.set_xlabel("attended-to token (key)", fontsize=7)
-            ax.set_ylabel("attending token (query)", fontsize=7)
+    n_rows = sum(len(s["layers"]) for s in sections)
+    n_cols = max(len(s["layers"][0]) for s in sections)
+    size = max(2.0, 0.22 * max(len(s["keys"]) for s in sections))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(size * n_cols, size * n_rows), squeeze=False)
+    row = 0
+    for sec in sections:
+        for layer, heads in enumerate(sec["layers"]):
+            for h in range(n_cols):
+                ax = axes[row][h]
+                if h >= len(heads):
+                    ax.axis("off")
+                    continue
+                _heatmap(ax, heads[h], sec, f"{sec['id']} · layer {layer + 1} · head {h + 1}")
+            row += 1
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
@@ -49,68 +53,82 @@ def save_png(maps: list[torch.Tensor], tokens: list[str], path: str | Path) -> P
     return Path(path)
 
 
+def _heatmap(ax, weights: list, sec: dict, title: str) -> None:
+    ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0)
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks(range(len(sec["keys"])), sec["keys"], rotation=90, fontsize=6)
+    ax.set_yticks(range(len(sec["queries"])), sec["queries"], fontsize=6)
+    ax.set_xlabel("attended-to token (key)", fontsize=7)
+    ax.set_ylabel("attending token (query)", fontsize=7)
+
+
+def page_data(maps: list[torch.Tensor], tokens: list[str], title: str = "attention") -> dict:
+    """Explorer data for bare self-attention maps (per layer (H, T, T)) and token labels."""
+    from nlpattn.explorer import label_groups, make_section
+
+    sec = make_section("self", "Self-attention", maps, tokens, tokens, label_groups(tokens))
+    return {"title": title, "run": "", "task": "", "model": f"{len(maps)} layers × {maps[0].shape[0]} heads",
+            "inputs": {}, "notes": [], "prediction": None, "highlight": None, "sections": [sec]}
+
+
 def render_html(maps: list[torch.Tensor], tokens: list[str], title: str = "attention") -> str:
-    """A self-contained HTML page: choose layer/head; hovering a token shades what it attends to."""
-    data = json.dumps([[h.tolist() for h in layer] for layer in maps])
-    token_spans = "".join(f'<span class="tok" data-i="{i}">{html.escape(t)}</span> '
-                          for i, t in enumerate(tokens))
-    return _HTML.replace("__TITLE__", html.escape(title)).replace("__DATA__", data) \
-        .replace("__TOKENS__", token_spans).replace("__LAYERS__", str(len(maps))) \
-        .replace("__HEADS__", str(maps[0].shape[0]))
+    """The explorer page for bare self-attention maps and token labels."""
+    from nlpattn.explorer import render_page
+
+    return render_page(page_data(maps, tokens, title))
 
 
-def draw(run_dir: str | Path, text: str, out: str | Path) -> Path:
-    """Load a run, encode `text`, write its attention maps to `out` (.png or .html)."""
-    from nlpattn.fileio import atomic_write_text
-    from nlpattn.models import load_model
-    from nlpattn.tokenizer import load_tokenizer
-
-    model, tok = load_model(run_dir), load_tokenizer(run_dir)
-    ids = tok.encode(text)[: model.cfg.max_len]
-    if not ids:
-        raise ConfigError("text: encodes to no tokens")
-    tokens = [tok.decode([i], skip_special_tokens=False) or "·" for i in ids]
-    maps = attention_maps(model, torch.tensor([ids]))
+def check_out(out: str | Path) -> Path:
+    """`out` as a Path, or a ConfigError naming the setting when its suffix is not known."""
     out = Path(out)
-    if out.suffix == ".png":
-        return save_png(maps, tokens, out)
-    if out.suffix in (".html", ".htm"):
-        atomic_write_text(out, render_html(maps, tokens, title=f"{run_dir}: {text[:60]}"))
-        return out
-    raise ConfigError(f"out: '{out}' must end in .png or .html")
+    if out.suffix.lower() not in SUFFIXES:
+        raise ConfigError(f"out: '{out}' must end in .html, .png or .json")
+    if out.is_dir():
+        raise ConfigError(f"out: '{out}' is a directory")
+    return out
+
+
+def draw(run_dir: str | Path, out: str | Path, text: str | None = None, **inputs) -> Path:
+    """Load a run, run it on the input, write the explorer (.html), the grid (.png) or data (.json)."""
+    from nlpattn.explorer import explorer_data, render_page
+    from nlpattn.fileio import atomic_write_json, atomic_write_text
+
+    out = check_out(out)
+    data = explorer_data(run_dir, text=text, **inputs)
+    suffix = out.suffix.lower()
+    if suffix == ".png":
+        return save_png(data["sections"], out)
+    if suffix == ".json":
+        atomic_write_json(out, data)
+    else:
+        atomic_write_text(out, render_page(data))
+    return out
+
+
+def parse_options(overrides: list[str]) -> dict:
+    """`key=value` items of attention-map as keyword arguments (strict keys, truncate a bool)."""
+    opts = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in KEYS:
+            raise ConfigError(f"attention-map: unknown key '{key}' (keys: {', '.join(KEYS)})")
+        opts[key] = value
+    if "truncate" in opts:
+        flag = opts["truncate"].strip().lower()
+        if flag not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(f"truncate: '{opts['truncate']}' is not true or false")
+        opts["truncate"] = flag in ("true", "1", "yes")
+    return opts
 
 
 def cli_main(args) -> int:
-    """`nlpattn attention-map --run RUN text="..." out=attn.html`."""
-    opts = dict(o.split("=", 1) for o in args.overrides if "=" in o)
-    unknown = set(opts) - {"text", "out"}
-    if unknown:
-        raise ConfigError(f"attention-map: unknown key '{sorted(unknown)[0]}' (keys: text, out)")
+    """`nlpattn attention-map --run RUN text="..." [text_pair=...|source=... target=...] out=x.html`."""
+    opts = parse_options(args.overrides)
     run = args.run or args.init
-    if not run or "text" not in opts:
+    if not run:
         raise ConfigError('attention-map needs --run RUN_DIR and text="..." (out=attn.html)')
-    path = draw(run, opts["text"], args.out or opts.get("out", "attention.html"))
+    out = check_out(args.out or opts.pop("out", "attention.html"))
+    opts.pop("out", None)
+    path = draw(run, out, **opts)
     print(f"wrote {path}")
     return 0
-
-
-_HTML = """<!doctype html><html><head><meta charset="utf-8"><title>__TITLE__</title><style>
-body{font-family:sans-serif;margin:2em;max-width:60em}
-.tok{padding:2px 3px;border-radius:3px;cursor:pointer;display:inline-block;margin:2px 0}
-.sel{outline:2px solid #c00}
-</style></head><body><h2>__TITLE__</h2>
-<p>Layer <select id="layer"></select> Head <select id="head"></select> —
-hover a token: the others are shaded by how much it attends to them.</p>
-<div id="text">__TOKENS__</div>
-<script>
-const A=__DATA__, L=__LAYERS__, H=__HEADS__;
-const ls=document.getElementById('layer'), hs=document.getElementById('head');
-for(let i=0;i<L;i++) ls.add(new Option(i+1,i)); for(let i=0;i<H;i++) hs.add(new Option(i+1,i));
-const toks=[...document.querySelectorAll('.tok')];
-function show(q){const row=A[ls.value][hs.value][q];
- toks.forEach((t,j)=>{t.style.background=`rgba(30,90,200,${row[j]})`;t.classList.toggle('sel',j==q);
- t.title=(row[j]*100).toFixed(1)+'%';});}
-toks.forEach((t,i)=>t.addEventListener('mouseenter',()=>show(i)));
-ls.onchange=hs.onchange=()=>show(0); show(0);
-</script></body></html>
-"""

@@ -7,7 +7,7 @@ import torch
 
 from nlpattn.config import ModelConfig
 from nlpattn.models import build_model
-from nlpattn.viz import attention_maps, render_html, save_png
+from nlpattn.viz import attention_maps, page_data, render_html, save_png
 
 
 @pytest.fixture
@@ -30,12 +30,16 @@ def test_maps_are_the_models_attention(model):
 def test_html_embeds_every_weight_and_token(model):
     maps = attention_maps(model, torch.randint(0, 30, (1, 4)))
     page = render_html(maps, ["the", "<cat>", "sat", "."])
-    data = json.loads(re.search(r"const A=(\[.*?\]), L=", page).group(1))
-    torch.testing.assert_close(torch.tensor(data), torch.stack(maps))
-    assert "&lt;cat&gt;" in page and "<cat>" not in page.split("<script>")[0]
+    inlined = re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S).group(1)
+    data = json.loads(inlined)
+    (sec,) = data["sections"]
+    torch.testing.assert_close(torch.tensor(sec["layers"]), torch.stack(maps), atol=1e-4, rtol=0)
+    assert sec["queries"] == ["the", "<cat>", "sat", "."] and sec["groups"] == {"punct": "punctuation"}
+    assert "<cat>" not in page  # inlined as \u003ccat>: no tag a browser would parse
 
 
 def test_png_is_written(model, tmp_path):
     maps = attention_maps(model, torch.randint(0, 30, (1, 5)))
-    path = save_png(maps, list("abcde"), tmp_path / "a.png")
+    path = save_png(page_data(maps, list("abcde"))["sections"], tmp_path / "a.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
