@@ -1,4 +1,5 @@
-"""Two processes (torchrun → Accelerate MULTI_CPU over gloo) × batch b == one process × batch 2b."""
+"""Two processes (torchrun → Accelerate MULTI_CPU over gloo) × batch b == one process × batch 2b,
+within a few float32 rounding steps (measured: 1 step, 4.8e-7 at loss ~4.5; validation equal)."""
 import json
 import shutil
 import subprocess
@@ -6,7 +7,9 @@ import sys
 
 import pytest
 
-from test_train_utils import REPO, child_env, events, run_cli, tiny_overrides
+from test_train_utils import REPO, child_env, events, float32_step, run_cli, tiny_overrides
+
+ROUNDING_STEPS = 4
 
 TORCHRUN = shutil.which("torchrun", path=str(__import__("pathlib").Path(sys.executable).parent))
 
@@ -27,5 +30,6 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
         a, b = events(tmp_path / "two", split), events(tmp_path / "one", split)
         assert [e["step"] for e in a] == [e["step"] for e in b] and a
         diff = max(abs(x["loss"] - y["loss"]) for x, y in zip(a, b))
-        print(f"2-process vs 1-process max |loss diff| ({split}): {diff:.3g}")
-        assert diff <= 1e-5
+        steps = max(abs(x["loss"] - y["loss"]) / float32_step(y["loss"]) for x, y in zip(a, b))
+        print(f"2-process vs 1-process max |loss diff| ({split}): {diff:.3g} = {steps:.1f} float32 steps")
+        assert steps <= ROUNDING_STEPS

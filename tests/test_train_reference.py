@@ -7,7 +7,6 @@ warm-up + cosine schedule and its optimizer are not taken from `nlpattn.train.sc
 import copy
 import math
 
-import numpy as np
 import pytest
 import torch
 import transformers
@@ -16,7 +15,7 @@ import nlpattn.train.loop
 from nlpattn.config import TrainConfig
 from nlpattn.interop.hf import from_transformers
 from nlpattn.train.loop import Trainer
-from test_train_utils import ListBatches, events, tiny_clm
+from test_train_utils import ListBatches, events, float32_step, tiny_clm
 
 STEPS, VOCAB = 20, 97
 LR, MIN_LR, WARMUP, DECAY, BETAS, EPS, CLIP = 2e-3, 2e-4, 4, 0.05, (0.9, 0.98), 1e-8, 0.5
@@ -28,11 +27,6 @@ CFG = dict(max_steps=STEPS, lr=LR, min_lr=MIN_LR, warmup_steps=WARMUP, schedule=
 ROUNDING_STEPS = 4
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def float32_step(x: float) -> float:
-    """The gap between float32 `x` and the next float32 (one rounding step at x's size)."""
-    return float(np.spacing(np.float32(abs(x))))
 
 
 def assert_curves_equal(mine: list[float], theirs: list[float]) -> float:

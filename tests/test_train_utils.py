@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from nlpattn.config import ModelConfig
@@ -46,6 +47,11 @@ def run_cli(args: list[str], timeout: float = 300, **kw) -> subprocess.Completed
     """`python -m nlpattn ARGS` in a subprocess (captured text output)."""
     return subprocess.run([sys.executable, "-m", "nlpattn", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO, env=child_env(), **kw)
+
+
+def float32_step(x: float) -> float:
+    """The gap between float32 `x` and the next float32 (one rounding step at x's size)."""
+    return float(np.spacing(np.float32(abs(x))))
 
 
 def child_env() -> dict:
