@@ -63,6 +63,8 @@ class ModelConfig:
     dilation: int = 2  # dilation of layer i is dilation**i (1 = no dilation)
     conv_activation: str = "glu"  # glu | gelu
     se: bool = False  # squeeze-and-excitation channel attention
+    spatial: bool = False  # CBAM-style spatial gate over positions (after SE when both are on)
+    spatial_kernel: int = 7  # taps of the spatial gate's convolution over positions (odd)
 
     @property
     def head_dim(self) -> int:
@@ -408,6 +410,11 @@ def validate_model(m: ModelConfig, source: str) -> None:
     if m.arch == "encoder-decoder" and m.body != "transformer":
         raise ConfigError(f"{source}: key 'model.arch' = encoder-decoder needs model.body = "
                           f"transformer (cross-attention); got body '{m.body}'")
+    if m.spatial and m.body != "cnn":
+        raise ConfigError(f"{source}: key 'model.spatial' needs model.body = cnn (a gate over the "
+                          f"convolution's positions); got body '{m.body}'")
+    if m.spatial_kernel < 1 or m.spatial_kernel % 2 == 0:
+        raise ConfigError(f"{source}: key 'model.spatial_kernel' must be odd and >= 1, got {m.spatial_kernel}")
     if m.body == "cnn" and m.kernel_size % 2 == 0:
         raise ConfigError(f"{source}: key 'model.kernel_size' must be odd for the cnn body, "
                           f"got {m.kernel_size}")

@@ -35,6 +35,7 @@ class ModelOutput:
     cross_attentions: list[torch.Tensor] = field(default_factory=list)
     encoder_attentions: list[torch.Tensor] = field(default_factory=list)
     cache: KVCache | None = None
+    gates: list = field(default_factory=list)  # LayerGates per layer (bodies with returns_gates)
 
 
 def check_inputs(cfg: ModelConfig, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -72,13 +73,17 @@ class _Model(nn.Module):
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                token_type_ids: torch.Tensor | None = None, output_attentions: bool = False,
-               cache: KVCache | None = None):
-        """input_ids (B, T) → BodyOutput with hidden (B, T, d)."""
+               cache: KVCache | None = None, position_ids: torch.Tensor | None = None):
+        """input_ids (B, T) → BodyOutput with hidden (B, T, d). With a cache, attention_mask
+        covers the cached positions too (B, past + T); position_ids (B, T) place left-padded rows."""
         offset = len(cache) if cache is not None else 0
         check_inputs(self.cfg, input_ids, attention_mask if cache is None else None, offset=offset)
-        x = self.embeddings(input_ids, token_type_ids, offset=offset)
+        if position_ids is not None and position_ids.shape != input_ids.shape:
+            raise ValueError(f"position_ids shape {tuple(position_ids.shape)} does not match "
+                             f"input_ids shape {tuple(input_ids.shape)}")
+        x = self.embeddings(input_ids, token_type_ids, offset=offset, position_ids=position_ids)
         return self.body(x, _padding_mask(attention_mask), output_attentions=output_attentions,
-                         cache=cache, position_offset=offset)
+                         cache=cache, position_offset=offset, position_ids=position_ids)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of (unique) parameters."""
@@ -100,7 +105,8 @@ class MaskedLM(_Model):
         """Logits (B, T, V) without labels; with labels, loss and logits (N_masked, V)."""
         body = self.encode(input_ids, attention_mask, token_type_ids, output_attentions)
         logits, loss = self.head(body.hidden, labels)
-        return ModelOutput(loss=loss, logits=logits, hidden=body.hidden, attentions=body.attentions)
+        return ModelOutput(loss=loss, logits=logits, hidden=body.hidden, attentions=body.attentions,
+                           gates=body.gates)
 
 
 class CausalLM(_Model):
@@ -114,12 +120,12 @@ class CausalLM(_Model):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, output_attentions: bool = False,
-                cache: KVCache | None = None) -> ModelOutput:
+                cache: KVCache | None = None, position_ids: torch.Tensor | None = None) -> ModelOutput:
         """Logits (B, T, V); loss predicts labels shifted by one (labels = input_ids works)."""
-        body = self.encode(input_ids, attention_mask, None, output_attentions, cache)
+        body = self.encode(input_ids, attention_mask, None, output_attentions, cache, position_ids)
         logits, loss = self.head(body.hidden, labels)
         return ModelOutput(loss=loss, logits=logits, hidden=body.hidden, attentions=body.attentions,
-                           cache=cache)
+                           cache=cache, gates=body.gates)
 
 
 class SequenceClassifier(_Model):
@@ -142,7 +148,8 @@ class SequenceClassifier(_Model):
         """Logits (B, num_labels) and, with labels, cross-entropy or MSE loss."""
         body = self.encode(input_ids, attention_mask, token_type_ids, output_attentions)
         logits, loss = self.head(body.hidden, _padding_mask(attention_mask), labels)
-        return ModelOutput(loss=loss, logits=logits, hidden=body.hidden, attentions=body.attentions)
+        return ModelOutput(loss=loss, logits=logits, hidden=body.hidden, attentions=body.attentions,
+                           gates=body.gates)
 
 
 class Seq2SeqLM(nn.Module):
