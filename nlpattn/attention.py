@@ -26,11 +26,14 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        """Rotate x: (B, H, T, hd) whose first position is `offset`."""
+    def forward(self, x: torch.Tensor, offset: int = 0, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Rotate x: (B, H, T, hd) whose first position is `offset` (or at `positions` (B, T))."""
         T = x.shape[-2]
-        cos = self.cos[offset:offset + T].to(x.dtype)
-        sin = self.sin[offset:offset + T].to(x.dtype)
+        if positions is not None:  # per-row positions (left-padded batches)
+            cos, sin = self.cos[positions][:, None].to(x.dtype), self.sin[positions][:, None].to(x.dtype)
+        else:
+            cos = self.cos[offset:offset + T].to(x.dtype)
+            sin = self.sin[offset:offset + T].to(x.dtype)
         x1, x2 = x.chunk(2, dim=-1)
         rotated = torch.cat([-x2, x1], dim=-1)
         return x * cos + rotated * sin
@@ -118,7 +121,8 @@ class MultiHeadAttention(nn.Module):
         return x.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
 
     def _project(self, x: torch.Tensor, memory: torch.Tensor | None, cache: KVCache | None,
-                 layer: int, offset: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 layer: int, offset: int, positions: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.cross:
             q = self._split_heads(self.q_proj(x))
             if cache is not None and layer in cache.cross_kv:
@@ -130,7 +134,7 @@ class MultiHeadAttention(nn.Module):
             return q, k, v
         q, k, v = (self._split_heads(t) for t in self.qkv_proj(x).chunk(3, dim=-1))
         if self.rope is not None:
-            q, k = self.rope(q, offset), self.rope(k, offset)
+            q, k = self.rope(q, offset, positions), self.rope(k, offset, positions)
         if cache is not None:
             k, v = cache.append(layer, k, v)
         return q, k, v
@@ -138,14 +142,15 @@ class MultiHeadAttention(nn.Module):
     def forward(self, x: torch.Tensor, *, memory: torch.Tensor | None = None,
                 key_padding_mask: torch.Tensor | None = None, causal: bool = False,
                 output_attentions: bool = False, cache: KVCache | None = None, layer: int = 0,
-                offset: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x: (B, T, d); memory: (B, S, d) for cross-attention; key_padding_mask: (B, S), True = real.
+                offset: int = 0, positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: (B, T, d); memory: (B, S, d) for cross-attention; key_padding_mask: (B, S), True = real;
+        positions: (B, T) RoPE positions of left-padded rows (None → offset + t).
 
         Returns the output (B, T, d) and, if requested, the weights (B, H, T, S).
         """
         if self.cross and memory is None:
             raise ValueError("cross-attention needs `memory` (the encoder output)")
-        q, k, v = self._project(x, memory, cache, layer, offset)  # (B, H, T|S, hd)
+        q, k, v = self._project(x, memory, cache, layer, offset, positions)  # (B, H, T|S, hd)
         T, S = q.shape[-2], k.shape[-2]
         causal = causal and not self.cross
         mask = build_attention_mask(T, S, key_padding_mask=key_padding_mask, causal=causal,

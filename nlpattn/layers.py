@@ -58,11 +58,15 @@ class Embeddings(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-                offset: int = 0) -> torch.Tensor:
-        """input_ids: (B, T) → (B, T, d); positions start at `offset` (KV-cached decoding)."""
+                offset: int = 0, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids: (B, T) → (B, T, d); positions start at `offset` (KV-cached decoding) or
+        are given per row by position_ids (B, T) (left-padded batches)."""
         x = self.token(input_ids)
         T = input_ids.shape[1]
-        if self.position is not None:
+        if position_ids is not None and self.cfg.position in ("learned", "sinusoidal"):
+            table = self.position.weight if self.position is not None else self.sinusoid.to(x.dtype)
+            x = x + table[position_ids]  # (B, T, d)
+        elif self.position is not None:
             x = x + self.position.weight[offset:offset + T]
         elif self.cfg.position == "sinusoidal":
             x = x + self.sinusoid[offset:offset + T].to(x.dtype)
@@ -116,11 +120,12 @@ class TransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None, *, causal: bool,
                 memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
                 output_attentions: bool = False, cache: KVCache | None = None, layer: int = 0,
-                offset: int = 0) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+                offset: int = 0, positions: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """x: (B, T, d) → (B, T, d), self-attention weights, cross-attention weights."""
         x, self_w = self._sublayer(x, self.norm_self, lambda h: self.self_attn(
             h, key_padding_mask=padding_mask, causal=causal, output_attentions=output_attentions,
-            cache=cache, layer=layer, offset=offset))
+            cache=cache, layer=layer, offset=offset, positions=positions))
         cross_w = None
         if self.cross_attn is not None:
             x, cross_w = self._sublayer(x, self.norm_cross, lambda h: self.cross_attn(

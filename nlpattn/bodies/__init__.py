@@ -2,8 +2,10 @@
 
 A body declares what it can do through class attributes, and the rest of the code only ever
 branches on those: `causal_ok` (can run without seeing the future), `bidirectional_ok` (can
-use both directions), `returns_attention` (can return attention weights), `supports_cache`
-(can decode incrementally with a KV cache).
+use both directions), `returns_attention` (can return attention weights), `returns_gates`
+(can return per-layer gate maps: channel and spatial attention), `supports_cache` (can decode
+incrementally with a KV cache), `left_padding_ok` (left-padded rows give the same outputs at
+real tokens as unpadded rows, given per-row `position_ids`: batched generation).
 """
 from __future__ import annotations
 
@@ -17,6 +19,14 @@ from nlpattn.config import ModelConfig
 
 
 @dataclass
+class LayerGates:
+    """The multiplicative gates one layer applied (None = that gate is off), for inspection."""
+
+    channel: torch.Tensor | None = None  # (B, T, d) squeeze-and-excitation weights per channel
+    spatial: torch.Tensor | None = None  # (B, T) spatial gate per position
+
+
+@dataclass
 class BodyOutput:
     """What a body returns: hidden states, optional per-layer attentions, optional KV cache."""
 
@@ -24,6 +34,7 @@ class BodyOutput:
     attentions: list[torch.Tensor] = field(default_factory=list)  # each (B, H, T, S)
     cache: object | None = None
     cross_attentions: list[torch.Tensor] = field(default_factory=list)  # each (B, H, T, S_enc)
+    gates: list[LayerGates] = field(default_factory=list)  # one per layer if returns_gates
 
 
 class Body(nn.Module):
@@ -32,7 +43,9 @@ class Body(nn.Module):
     causal_ok: bool = False
     bidirectional_ok: bool = False
     returns_attention: bool = False
+    returns_gates: bool = False  # output_attentions=True also fills BodyOutput.gates
     supports_cache: bool = False  # incremental decoding with a KV cache
+    left_padding_ok: bool = False  # left-padded rows (with position_ids) equal unpadded rows
     pooling: str = "cls"  # how a classifier summarises a bidirectional sequence: cls | mean
 
     def __init__(self, cfg: ModelConfig, causal: bool):
@@ -43,8 +56,9 @@ class Body(nn.Module):
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None, *,
                 memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
                 output_attentions: bool = False, cache: object | None = None,
-                position_offset: int = 0) -> BodyOutput:
-        """x: (B, T, d); padding_mask: (B, T) bool, True = real token (None = no padding)."""
+                position_offset: int = 0, position_ids: torch.Tensor | None = None) -> BodyOutput:
+        """x: (B, T, d); padding_mask: (B, T) bool, True = real token (None = no padding);
+        position_ids: (B, T) positions of left-padded rows (None → position_offset + t)."""
         raise NotImplementedError
 
 

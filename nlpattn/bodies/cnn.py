@@ -8,6 +8,10 @@ bodies pad on the left only (position t sees t-(k-1)·dil … t); encoders pad b
 (centred kernels). The convolution makes 2d channels for GLU (a · sigmoid(b)) or d for
 GELU. Optional squeeze-and-excitation (Hu et al. 2018) rescales channels by a gate computed
 from the mean over time — the mean over the prefix in causal bodies, so nothing leaks.
+Optional spatial attention (CBAM, Woo et al. 2018, §3 "spatial attention module", in 1-D)
+then rescales positions: max and mean over channels → a convolution over positions (left
+padded in causal bodies) → sigmoid, one gate per token. With `output_attentions=True` the
+body returns both gates of every layer (`BodyOutput.gates`).
 Padded positions are zeroed before every convolution, so real tokens of a right-padded row
 see exactly the zeros an unpadded row sees. `n_heads` and `d_ff` are ignored.
 """
@@ -17,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nlpattn.bodies import Body, BodyOutput, check_no_memory_or_cache, register_body, sequence_direction
+from nlpattn.bodies import (Body, BodyOutput, LayerGates, check_no_memory_or_cache, register_body,
+                            sequence_direction)
 from nlpattn.config import ModelConfig
 from nlpattn.layers import uses_final_norm
 
@@ -54,36 +59,69 @@ class SqueezeExcite(nn.Module):
         self.squeeze = nn.Linear(d_model, max(d_model // SE_REDUCTION, 1))
         self.excite = nn.Linear(max(d_model // SE_REDUCTION, 1), d_model)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, T, d) → (B, T, d)."""
+    def weights(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The channel gates in (0, 1): x (B, T, d) → (B, T, d) causal, (B, 1, d) otherwise."""
         m = torch.ones_like(x[..., :1]) if mask is None else mask[..., None].to(x.dtype)  # (B, T, 1)
         if self.causal:
             summary = (x * m).cumsum(dim=1) / m.cumsum(dim=1).clamp(min=1)  # (B, T, d)
         else:
             summary = (x * m).sum(dim=1, keepdim=True) / m.sum(dim=1, keepdim=True).clamp(min=1)  # (B, 1, d)
-        gate = torch.sigmoid(self.excite(F.relu(self.squeeze(summary))))
-        return x * gate
+        return torch.sigmoid(self.excite(F.relu(self.squeeze(summary))))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, d) → (B, T, d)."""
+        return x * self.weights(x, mask)
+
+
+class SpatialGate(nn.Module):
+    """Spatial attention (CBAM §3, in 1-D): x · sigmoid(conv([max_c x; mean_c x])), one gate per
+    position; the convolution over positions is left-padded (sees t-k+1 … t) if causal."""
+
+    def __init__(self, kernel_size: int, causal: bool):
+        super().__init__()
+        self.conv = nn.Conv1d(2, 1, kernel_size)  # 2 pooled maps → 1 gate map
+        total = kernel_size - 1
+        self.pad = (total, 0) if causal else (total // 2, total - total // 2)
+
+    def weights(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The gates in (0, 1): x (B, T, d) → (B, T); padded positions pool to zeros."""
+        pooled = torch.stack([x.amax(dim=-1), x.mean(dim=-1)], dim=1)  # (B, 2, T)
+        if mask is not None:
+            pooled = pooled * mask[:, None].to(x.dtype)
+        h = self.conv(F.pad(pooled, self.pad))  # (B, 1, T)
+        return torch.sigmoid(h[:, 0])
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, d) → (B, T, d)."""
+        return x * self.weights(x, mask)[..., None]
 
 
 class ConvLayer(nn.Module):
-    """x + Dropout(SE(Conv(LayerNorm(x)))) (pre-LN) or LayerNorm(x + Dropout(SE(Conv(x)))) (post-LN)."""
+    """x + Dropout(Gates(Conv(LayerNorm(x)))) (pre-LN) or LayerNorm(x + Dropout(Gates(Conv(x))))
+    (post-LN); Gates = squeeze-and-excitation then the spatial gate, each optional."""
 
     def __init__(self, cfg: ModelConfig, dilation: int, causal: bool):
         super().__init__()
         self.unit = ConvUnit(cfg.d_model, cfg.kernel_size, dilation, causal=causal,
                              activation=cfg.conv_activation, bias=cfg.bias)
         self.se = SqueezeExcite(cfg.d_model, causal) if cfg.se else None
+        self.spatial = SpatialGate(cfg.spatial_kernel, causal) if cfg.spatial else None
         self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
         self.dropout = nn.Dropout(cfg.dropout)
         self.pre_norm = cfg.norm == "pre"
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """x: (B, T, d) → (B, T, d)."""
-        y = self.unit(self.norm(x) if self.pre_norm else x, mask)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, LayerGates]:
+        """x: (B, T, d) → (B, T, d) and the gates applied (channel (B, T, d), spatial (B, T))."""
+        y = self.unit(self.norm(x) if self.pre_norm else x, mask)  # (B, T, d)
+        gates = LayerGates()
         if self.se is not None:
-            y = self.se(y, mask)
+            gates.channel = self.se.weights(y, mask).expand_as(y)  # (B, T, d)
+            y = y * gates.channel
+        if self.spatial is not None:
+            gates.spatial = self.spatial.weights(y, mask)  # (B, T)
+            y = y * gates.spatial[..., None]
         x = x + self.dropout(y)
-        return x if self.pre_norm else self.norm(x)
+        return (x if self.pre_norm else self.norm(x)), gates
 
 
 def dilation_schedule(n_layers: int, base: int) -> list[int]:
@@ -103,10 +141,12 @@ class ConvBody(Body):
     causal_ok = True
     bidirectional_ok = True
     returns_attention = False
+    left_padding_ok = True  # padded positions are zeroed, as the convolution's own padding is
     pooling = "mean"  # position 0 does not see the whole sequence
 
     def __init__(self, cfg: ModelConfig, causal: bool):
         super().__init__(cfg, causal)
+        self.returns_gates = cfg.se or cfg.spatial
         self.left_only = not sequence_direction(cfg, causal)
         self.dilations = dilation_schedule(cfg.n_layers, cfg.dilation)
         self.layers = nn.ModuleList(ConvLayer(cfg, dil, self.left_only) for dil in self.dilations)
@@ -115,12 +155,15 @@ class ConvBody(Body):
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None, *,
                 memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
                 output_attentions: bool = False, cache: object | None = None,
-                position_offset: int = 0) -> BodyOutput:
-        """x: (B, T, d) → hidden (B, T, d); no attention weights (attentions = [])."""
+                position_offset: int = 0, position_ids: torch.Tensor | None = None) -> BodyOutput:
+        """x: (B, T, d) → hidden (B, T, d); no attention weights (attentions = []); with
+        output_attentions and SE or spatial gates on, `gates`: one LayerGates per layer."""
         check_no_memory_or_cache(self, memory, cache)
         mask = None if padding_mask is None or bool(padding_mask.all()) else padding_mask.bool()
+        gates = []
         for layer in self.layers:
-            x = layer(x, mask)
+            x, layer_gates = layer(x, mask)
+            gates.append(layer_gates)
         if self.final_norm is not None:
             x = self.final_norm(x)
-        return BodyOutput(hidden=x)
+        return BodyOutput(hidden=x, gates=gates if output_attentions and self.returns_gates else [])

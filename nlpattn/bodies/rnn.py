@@ -84,7 +84,7 @@ class RecurrentBody(Body):
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None, *,
                 memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
                 output_attentions: bool = False, cache: object | None = None,
-                position_offset: int = 0) -> BodyOutput:
+                position_offset: int = 0, position_ids: torch.Tensor | None = None) -> BodyOutput:
         """x: (B, T, d) → hidden (B, T, d); no attention weights (attentions = [])."""
         check_no_memory_or_cache(self, memory, cache)
         # A forward-only RNN never sees the padding after a real token: packing is only needed

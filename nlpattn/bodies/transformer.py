@@ -19,6 +19,7 @@ class TransformerBody(Body):
     bidirectional_ok = True
     returns_attention = True
     supports_cache = True
+    left_padding_ok = True  # padded keys are masked; position_ids place each row's tokens
 
     def __init__(self, cfg: ModelConfig, causal: bool, cross_attention: bool = False):
         super().__init__(cfg, causal)
@@ -31,13 +32,14 @@ class TransformerBody(Body):
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None, *,
                 memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None,
                 output_attentions: bool = False, cache: KVCache | None = None,
-                position_offset: int = 0) -> BodyOutput:
+                position_offset: int = 0, position_ids: torch.Tensor | None = None) -> BodyOutput:
         """x: (B, T, d) → hidden (B, T, d); attentions: self (and cross) weights per layer."""
         attentions, cross_attentions = [], []
         for i, block in enumerate(self.layers):
             x, self_w, cross_w = block(x, padding_mask, causal=self.causal, memory=memory,
                                        memory_mask=memory_mask, output_attentions=output_attentions,
-                                       cache=cache, layer=i, offset=position_offset)
+                                       cache=cache, layer=i, offset=position_offset,
+                                       positions=position_ids)
             if output_attentions:
                 attentions.append(self_w)
                 if cross_w is not None:
