@@ -173,3 +173,77 @@ def test_model_forward_flops_counts_every_body_matmul(body):
     body_flops = layers * forward_flops(LayerSpec(kind, d, n_heads=4, kernel_size=3), n)
     expected = body_flops + 2 * n * d * vocab  # + the tied output projection
     assert model_forward_flops(build_model(cfg, "clm"), 1, n) == pytest.approx(expected, rel=0.02)
+
+
+GATES = [dict(se=True), dict(spatial=True), dict(se=True, spatial=True)]
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("kind", ["conv", "dilated-conv"])
+@pytest.mark.parametrize("gates", GATES, ids=["se", "spatial", "se+spatial"])
+def test_gated_conv_flops_and_parameters_equal_the_module(kind, causal, gates):
+    n, d = 24, 32
+    spec = LayerSpec(kind, d, kernel_size=3, dilation=3, causal=causal, spatial_kernel=5, **gates)
+    plain = LayerSpec(kind, d, kernel_size=3, dilation=3, causal=causal)
+    torch.manual_seed(0)
+    layer = build_layer(spec)
+    assert count_flops(layer, torch.randn(2, n, d)) == forward_flops(spec, n, batch=2)
+    assert forward_flops(spec, n) > forward_flops(plain, n)  # the gates are counted
+    assert parameters(spec) == sum(p.numel() for p in layer.parameters()) > parameters(plain)
+
+
+def test_spatial_gate_flops_alone():
+    from nlpattn.bodies.cnn import SpatialGate
+    from nlpattn.cost.analytic import gate_flops
+
+    spec = LayerSpec("conv", 16, spatial=True, spatial_kernel=7)
+    assert count_flops(SpatialGate(7, causal=True), torch.randn(3, 40, 16)) == 3 * gate_flops(spec, 40) == 3 * 4 * 40 * 7
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("kind", ["conv", "dilated-conv"])
+@pytest.mark.parametrize("gates", GATES, ids=["se", "spatial", "se+spatial"])
+def test_gated_conv_path_lengths_equal_derived(kind, causal, gates):
+    for n in (2, 9, 33):
+        spec = LayerSpec(kind, 8, n_heads=2, kernel_size=3, dilation=3, causal=causal, spatial_kernel=3, **gates)
+        assert measured_path_length(spec, n) == expected_path_length(spec, n), (n, gates)
+        if causal:
+            assert causal_path_length(spec, n) == expected_path_length(spec, n), (n, gates)
+    spatial = LayerSpec(kind, 8, kernel_size=3, dilation=3, spatial=True, spatial_kernel=3)
+    assert causal_path_length(spatial, 28) < causal_path_length(LayerSpec(kind, 8, kernel_size=3, dilation=3), 28)
+
+
+@pytest.mark.parametrize("arch", ["decoder", "encoder"])
+def test_model_forward_flops_count_the_cnn_gates(arch):
+    from nlpattn.config import ModelConfig
+    from nlpattn.cost.measure import model_forward_flops
+    from nlpattn.models import build_model
+
+    d, n, layers, vocab = 32, 20, 2, 50
+    cfg = ModelConfig(body="cnn", arch=arch, vocab_size=vocab, d_model=d, n_layers=layers, max_len=n,
+                      dropout=0.0, kernel_size=3, se=True, spatial=True, spatial_kernel=5)
+    spec = LayerSpec("conv", d, kernel_size=3, causal=arch == "decoder", se=True, spatial=True, spatial_kernel=5)
+    expected = layers * forward_flops(spec, n) + 2 * n * d * vocab
+    task = "clm" if arch == "decoder" else "mlm"
+    model = build_model(cfg, task)
+    if task == "mlm":  # the MLM head adds its dense transform
+        expected += 2 * n * d * d
+    assert model_forward_flops(model, 1, n) == pytest.approx(expected, rel=1e-9)
+
+
+def test_nlpattn_cost_measures_conv_with_the_model_gates(tmp_path):
+    from nlpattn.cli import main
+
+    out = tmp_path / "cost"
+    rc = main(["cost", f"output_dir={out}", "cost.layers=[conv,dilated-conv]", "cost.lengths=[16,32]",
+               "cost.d_model=16", "cost.d_models=[16]", "cost.fixed_length=16", "cost.n_heads=2",
+               "cost.repeats=1", "cost.warmup=0", "cost.max_path_n=16", "cost.threads=1",
+               "model.body=cnn", "model.se=true", "model.spatial=true", "model.spatial_kernel=3"])
+    assert rc == 0
+    results = json.loads((out / "table1.json").read_text())
+    for entry in results["layers"].values():
+        assert entry["spec"]["se"] and entry["spec"]["spatial"] and entry["spec"]["spatial_kernel"] == 3
+        assert entry["params"] == entry["params_counted"]
+        assert all(p["measured"] == p["expected"] == 1 for p in entry["paths"])  # SE: the prefix mean
+        assert all(r["flops_counted"] == r["flops_analytic"] for r in entry["length_sweep"])
+    assert "| conv (contiguous) + SE + spatial gate (k=3) |" in (out / "table1.md").read_text()

@@ -1,7 +1,7 @@
 """The layers Table 1 measures, each a module (B, n, d) → (B, n, d) built from the same pieces
 the bodies train with: `MultiHeadAttention` (SDPA or math path, optional window), `nn.LSTM`
-/ `nn.GRU` (one layer, one direction), the CNN body's `ConvUnit` (conv d → 2d + GLU) and the
-Transformer's `TransformerBlock`. `BandedAttention` is the one addition: restricted
+/ `nn.GRU` (one layer, one direction), the CNN body's `ConvUnit` (conv d → 2d + GLU, then its
+optional `SqueezeExcite` and `SpatialGate`) and the Transformer's `TransformerBlock`. `BandedAttention` is the one addition: restricted
 self-attention that computes only the r (+1) scores per query it keeps, for comparison with
 the mask-based window of `MultiHeadAttention`, which still computes all n² scores.
 """
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nlpattn.attention import MultiHeadAttention
-from nlpattn.bodies.cnn import ConvUnit
+from nlpattn.bodies.cnn import ConvUnit, SpatialGate, SqueezeExcite
 from nlpattn.config import ModelConfig
 from nlpattn.cost.analytic import RNN_GATES, LayerSpec, stack_dilations, window_keys
 from nlpattn.layers import TransformerBlock
@@ -83,15 +83,20 @@ class BlockLayer(nn.Module):
 
 
 class ConvLayer(nn.Module):
-    """The CNN body's convolution unit (d → 2d channels, GLU) with a given dilation."""
+    """The CNN body's convolution unit (d → 2d channels, GLU) with a given dilation, then
+    squeeze-and-excitation and the spatial gate when spec.se / spec.spatial."""
 
     def __init__(self, spec: LayerSpec, dilation: int):
         super().__init__()
         self.unit = ConvUnit(spec.d_model, spec.kernel_size, dilation, causal=spec.causal)
+        self.se = SqueezeExcite(spec.d_model, spec.causal) if spec.se else None
+        self.spatial = SpatialGate(spec.spatial_kernel, spec.causal) if spec.spatial else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, n, d) → (B, n, d)."""
-        return self.unit(x)
+        y = self.unit(x)
+        y = self.se(y) if self.se is not None else y
+        return self.spatial(y) if self.spatial is not None else y
 
 
 def build_layer(spec: LayerSpec, index: int = 1) -> nn.Module:

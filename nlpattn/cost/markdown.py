@@ -61,6 +61,13 @@ def _label(kind: str) -> str:
     return STYLE.get(kind, ("", "", kind))[2]
 
 
+def _gates(entry: dict) -> str:
+    """' + SE + spatial gate (k=7)' for conv layers measured with the CNN body's gates."""
+    spec = entry.get("spec", {})
+    se = " + SE" if spec.get("se") else ""
+    return se + (f" + spatial gate (k={spec.get('spatial_kernel')})" if spec.get("spatial") else "")
+
+
 def _header(results: dict) -> list[str]:
     c, env = results["config"], results["environment"]
     threads = f"{env['threads']} thread{'s' if env['threads'] > 1 else ''}"
@@ -90,7 +97,7 @@ def side_by_side(results: dict) -> list[str]:
         measured = "/".join("∞" if p["measured"] is None else str(p["measured"]) for p in paths)
         ok = "= expected" if all(p["measured"] == p["expected"] for p in paths) else "≠ expected!"
         lines.append(
-            f"| {_label(kind)} | {e['paper']['complexity']} | {_exp(f['flops_analytic'])} | "
+            f"| {_label(kind)}{_gates(e)} | {e['paper']['complexity']} | {_exp(f['flops_analytic'])} | "
             f"{_exp(f['time_fwd_s'])} / {_exp(f['time_train_s'])} | {_exp(f['mem_train_bytes'])} | "
             f"{e['paper']['sequential']} | {sweep[0]['seq_ops']} → {sweep[-1]['seq_ops']} "
             f"({e['seq_ops_per_token']:.2g}/token, {sequential_ops_order(kind)}) | {e['paper']['path']} | "

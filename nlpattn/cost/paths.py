@@ -80,7 +80,7 @@ def stacked_path_length(spec: LayerSpec, n: int, max_layers: int) -> int | None:
     """
     torch.manual_seed(0)
     x = torch.randn(1, n, spec.d_model, dtype=torch.float64, requires_grad=True)
-    if spec.kind == "dilated-conv":  # a layer whose dilation exceeds n only adds zero padding
+    if spec.kind == "dilated-conv" and not spec.spatial:  # a layer whose dilation exceeds n only adds zero padding
         max_layers = min(max_layers, 1 + math.floor(math.log(max(n - 1, 1), spec.dilation)) + 1)
     layers: list[torch.nn.Module] = []
 

@@ -59,7 +59,7 @@ def run_cost(cfg: Config, source: str, command: str) -> list[Path]:
     start = time.perf_counter()
     print(f"nlpattn cost: measuring {len(cfg.cost.layers)} layer kinds × {len(cfg.cost.lengths)} lengths "
           f"+ {len(cfg.cost.d_models)} widths on {cfg.cost.device}", flush=True)
-    results = run_table1(cfg.cost, log=lambda line: print(line, flush=True))
+    results = run_table1(cfg.cost, log=lambda line: print(line, flush=True), model=cfg.model)
     results["wall_s"] = time.perf_counter() - start
     paths = write_table1(results, Path(cfg.output_dir), command)
     print(f"nlpattn cost: done in {results['wall_s']:.0f} s; wrote " + ", ".join(str(p) for p in paths))

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from nlpattn.config import CostConfig
+from nlpattn.config import CostConfig, ModelConfig
 from nlpattn.cost import analytic
 from nlpattn.cost.analytic import LayerSpec
 from nlpattn.cost.fit import crossover, fit_tail
@@ -26,11 +26,15 @@ RECURRENT_KINDS = ("lstm", "gru")
 FIT_KEYS = ("flops_analytic", "time_fwd_s", "time_train_s", "mem_fwd_bytes", "mem_train_bytes", "saved_bytes")
 
 
-def layer_spec(cfg: CostConfig, kind: str, d_model: int | None = None) -> LayerSpec:
-    """The LayerSpec of `kind` under the cost config (d_model overrides cfg.d_model)."""
+def layer_spec(cfg: CostConfig, kind: str, d_model: int | None = None,
+               model: ModelConfig | None = None) -> LayerSpec:
+    """The LayerSpec of `kind` under the cost config (d_model overrides cfg.d_model); conv kinds
+    carry the CNN gates that `model` (model.se, model.spatial, model.spatial_kernel) switches on."""
+    conv = kind in ("conv", "dilated-conv") and model is not None
     return LayerSpec(kind, d_model or cfg.d_model, n_heads=cfg.n_heads, window=cfg.window,
                      kernel_size=cfg.kernel_size, dilation=cfg.dilation or cfg.kernel_size,
-                     causal=cfg.causal)
+                     causal=cfg.causal, se=conv and model.se, spatial=conv and model.spatial,
+                     spatial_kernel=model.spatial_kernel if conv else 7)
 
 
 def measure_point(spec: LayerSpec, n: int, cfg: CostConfig, device: torch.device) -> dict:
@@ -104,20 +108,21 @@ def environment(cfg: CostConfig, device: torch.device) -> dict:
 
 
 def _sweep(cfg: CostConfig, kinds: list[str], points: list[tuple[int, int]], device: torch.device,
-           log: Callable[[str], None]) -> dict[str, list[dict]]:
+           log: Callable[[str], None], model: ModelConfig | None = None) -> dict[str, list[dict]]:
     """Measure every kind at every (n, d); kinds are interleaved at each point so that a burst
     of load from other processes lands on all of them alike."""
     rows: dict[str, list[dict]] = {kind: [] for kind in kinds}
     for n, d in points:
         log(f"  n={n:<6d} d={d:<5d} " + " ".join(kinds))
         for kind in kinds:
-            rows[kind].append(measure_point(layer_spec(cfg, kind, d), n, cfg, device))
+            rows[kind].append(measure_point(layer_spec(cfg, kind, d, model), n, cfg, device))
     return rows
 
 
-def _layer_entry(cfg: CostConfig, kind: str, by_n: list[dict], by_d: list[dict]) -> dict:
+def _layer_entry(cfg: CostConfig, kind: str, by_n: list[dict], by_d: list[dict],
+                 model: ModelConfig | None = None) -> dict:
     """Everything table1.json stores about one layer kind."""
-    spec = layer_spec(cfg, kind)
+    spec = layer_spec(cfg, kind, model=model)
     seq = [(r["n"], r["seq_ops"]) for r in by_n]
     per_token = (seq[-1][1] - seq[0][1]) / (seq[-1][0] - seq[0][0]) if len(seq) > 1 else 0.0
     return {"spec": dataclasses.asdict(spec), "params": analytic.parameters(spec),
@@ -128,15 +133,16 @@ def _layer_entry(cfg: CostConfig, kind: str, by_n: list[dict], by_d: list[dict])
             "seq_ops_per_token": per_token}
 
 
-def run_table1(cfg: CostConfig, log: Callable[[str], None] = print) -> dict:
-    """Run the whole sweep; returns the results dictionary that table1.json stores."""
+def run_table1(cfg: CostConfig, log: Callable[[str], None] = print, model: ModelConfig | None = None) -> dict:
+    """Run the whole sweep; returns the results dictionary that table1.json stores. `model`
+    supplies the CNN gates (model.se, model.spatial) of the conv layers."""
     device = torch.device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    by_n = _sweep(cfg, cfg.layers, [(n, cfg.d_model) for n in cfg.lengths], device, log)
-    by_d = _sweep(cfg, cfg.layers, [(cfg.fixed_length, d) for d in cfg.d_models], device, log)
+    by_n = _sweep(cfg, cfg.layers, [(n, cfg.d_model) for n in cfg.lengths], device, log, model)
+    by_d = _sweep(cfg, cfg.layers, [(cfg.fixed_length, d) for d in cfg.d_models], device, log, model)
     log("  path lengths (gradients, float64)")
-    layers = {kind: _layer_entry(cfg, kind, by_n[kind], by_d[kind]) for kind in cfg.layers}
+    layers = {kind: _layer_entry(cfg, kind, by_n[kind], by_d[kind], model) for kind in cfg.layers}
     return {"config": dataclasses.asdict(cfg), "environment": environment(cfg, device), "layers": layers,
             "crossover_n": crossovers(layers, "n", "length_sweep", rising="attention"),
             "crossover_d": crossovers(layers, "d", "width_sweep", rising="recurrent")}
