@@ -61,12 +61,16 @@ def _run_task(run_dir: Path) -> str | None:
     return cfg.get("task") if isinstance(cfg, dict) else None
 
 
-def check_has_attention(model, run_dir: str | Path) -> None:
-    """ConfigError naming model.body when the run's body returns no attention weights."""
+def check_has_attention(model, run_dir: str | Path) -> str:
+    """"attention" or "gates" (CNN with model.se/model.spatial); else a ConfigError naming model.body."""
     body = getattr(model, "encoder", None) or model.body
-    if not getattr(body, "returns_attention", False):
-        raise ConfigError(f"model.body: {run_dir} is a '{model.cfg.body}' run, which has no attention "
-                          f"weights to draw (attention-map needs body transformer)")
+    if getattr(body, "returns_attention", False):
+        return "attention"
+    if getattr(body, "returns_gates", False):
+        return "gates"
+    hint = " or a cnn with model.se/model.spatial gates" if model.cfg.body == "cnn" else ""
+    raise ConfigError(f"model.body: {run_dir} is a '{model.cfg.body}' run, which has no attention "
+                      f"weights to draw (attention-map needs body transformer{hint})")
 
 
 def _fit(name: str, ids: list[int], limit: int, truncate: bool, notes: list[str]) -> list[int]:
@@ -142,7 +146,7 @@ def token_labels(tok, ids: list[int]) -> list[str]:
         text = tok.decode([i], skip_special_tokens=False)
         if piece.startswith("##") and not text.startswith("##"):
             text = "##" + text
-        out.append(text.replace("\n", "\\n") or "·")
+        out.append(text.replace("\n", "\\n") if text.strip() else (piece if piece.strip() else "␣"))
     return out
 
 
@@ -228,20 +232,45 @@ def sections(model, tok, enc: Encoded, out) -> list[dict]:
                          src_groups)]
 
 
+def gate_sections(tok, enc: Encoded, out) -> list[dict]:
+    """A CNN run's gates: spatial (where: layer × token) and channel (which features: layer ×
+    channel, averaged over tokens), each drawn as one matrix; values in (0, 1), rows not summing to 1."""
+    labels, secs = token_labels(tok, enc.ids), []
+    spatial = [g.spatial[0].float() for g in out.gates if g.spatial is not None]  # each (T,)
+    channel = [g.channel[0].float().mean(0) for g in out.gates if g.channel is not None]  # each (d,)
+    if spatial:
+        secs.append(_gate_section("spatial", "Spatial gate: where (layer × token)", torch.stack(spatial), labels))
+    if channel:
+        names = [f"c{c}" for c in range(channel[0].shape[0])]
+        secs.append(_gate_section("channel", "Channel gate: which features (layer × channel, mean over tokens)",
+                                  torch.stack(channel), names))
+    return secs
+
+
+def _gate_section(sid: str, title: str, gates: torch.Tensor, keys: list[str]) -> dict:
+    """One gate matrix (L, N) as a section with one 'head' whose rows are the layers."""
+    rows = [f"layer {i + 1}" for i in range(gates.shape[0])]
+    return {"id": sid, "title": title, "kind": "gates", "queries": rows, "keys": keys, "causal": False,
+            "self_attention": False, "query_segments": None, "key_segments": None,
+            "layers": _rounded([gates[None]]), "stats": [], "groups": {}, "rollout": None, "overall": None,
+            "overall_from": None}
+
+
 def explorer_data(run_dir: str | Path, text: str | None = None, text_pair: str | None = None,
                   source: str | None = None, target: str | None = None, truncate: bool = False,
                   loaded=None) -> dict:
     """Everything the explorer shows for one input to one run (a JSON-able dict)."""
     model, tok, task = loaded if loaded is not None else load_run(run_dir)
-    check_has_attention(model, run_dir)
+    kind = check_has_attention(model, run_dir)
     enc = encode_inputs(model, tok, text, text_pair, source, target, truncate)
     out = run_model(model, enc)
-    secs = sections(model, tok, enc, out)
+    secs = sections(model, tok, enc, out) if kind == "attention" else gate_sections(tok, enc, out)
     inputs = {k: v for k, v in (("text", text), ("text_pair", text_pair), ("source", source),
                                  ("target", target)) if v is not None}
     cfg = model.cfg
-    return {"title": f"{Path(run_dir).name}: attention", "run": str(run_dir), "task": task or model.task,
-            "model": f"{cfg.body} {cfg.arch}, {cfg.n_layers} layers × {cfg.n_heads} heads, d={cfg.d_model}",
+    shape = f"{cfg.n_heads} heads" if kind == "attention" else "gates: " + ", ".join(s["id"] for s in secs)
+    return {"title": f"{Path(run_dir).name}: {kind}", "run": str(run_dir), "task": task or model.task,
+            "model": f"{cfg.body} {cfg.arch}, {cfg.n_layers} layers × {shape}, d={cfg.d_model}",
             "inputs": inputs, "notes": enc.notes, "prediction": prediction(model, out, task),
             "highlight": _cls_row(model, enc.ids, tok), "sections": secs}
 

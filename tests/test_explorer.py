@@ -157,3 +157,26 @@ def test_truncate_true_keeps_max_len_tokens(make_run, tmp_path):
     data = explorer_data(run, text=" ".join(["word"] * 40), truncate=True)
     assert len(data["sections"][0]["queries"]) == 24 and "truncated" in data["notes"][0]
     assert math.isclose(sum(data["sections"][0]["layers"][0][0][0]), 1.0, abs_tol=1e-3)
+
+
+def test_cnn_run_shows_its_gates(make_run, tok, capsys, tmp_path):
+    import dataclasses
+
+    if "spatial" not in {f.name for f in dataclasses.fields(ModelConfig)}:
+        pytest.skip("this checkout's CNN body has no spatial gate (model.spatial)")
+    run = make_run("mlm", body="cnn", se=True, spatial=True)
+    data = explorer_data(run, text=TEXT)
+    spatial, channel = data["sections"]
+    assert (spatial["id"], channel["id"]) == ("spatial", "channel")
+    from nlpattn.models import load_model
+
+    model = load_model(run).eval()
+    with torch.no_grad():
+        out = model(torch.tensor([tok.encode_pair(TEXT)[0]]), output_attentions=True)
+    expected = torch.stack([g.spatial[0] for g in out.gates])  # (L, T)
+    torch.testing.assert_close(weights(spatial, 0)[0], expected, atol=1e-4, rtol=0)
+    assert spatial["keys"][0] == "[CLS]" and spatial["queries"] == ["layer 1", "layer 2"]
+    assert weights(channel, 0).shape == (1, 2, 16) and 0 < weights(channel, 0).min() <= weights(channel, 0).max() < 1
+    plain = make_run("mlm", body="cnn")
+    err = _fails(capsys, tmp_path, "--run", str(plain), "text=a b", f"out={tmp_path / 'a.html'}")
+    assert "model.body" in err and "model.se" in err

@@ -246,5 +246,5 @@ def test_explorer_in_chromium(browser, page_file, tmp_path):
 
 
 def _assert_shades(shades: list[str], row: list[float]) -> None:
-    """Token j's blue shade is row[j] relative to the row's largest weight."""
-    assert [alpha(s) for s in shades] == pytest.approx([x / max(row) for x in row], abs=5e-3)
+    """Token j's blue shade is row[j] relative to the row's largest weight (which gets alpha 0.6)."""
+    assert [alpha(s) for s in shades] == pytest.approx([0.6 * x / max(row) for x in row], abs=5e-3)
