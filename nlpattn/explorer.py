@@ -91,6 +91,8 @@ def encode_inputs(model, tok, text: str | None = None, text_pair: str | None = N
     plain text, encoder-decoders `source [EOS]` and `[BOS] target`."""
     limit, notes = model.cfg.max_len, []
     if model.task == "seq2seq":
+        if text_pair is not None:
+            raise ConfigError("text_pair: an encoder-decoder run reads source= and target=, not a pair")
         source = source if source is not None else text
         if not source or target is None:
             raise ConfigError('source/target: an encoder-decoder run needs source="..." (or text=) '

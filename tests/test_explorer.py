@@ -150,6 +150,8 @@ def test_bad_inputs(make_run, capsys, tmp_path):
     assert "truncate:" in _fails(capsys, tmp_path, "--run", str(mlm), "text=a", "truncate=maybe", out)
     s2s = make_run("seq2seq", arch="encoder-decoder")
     assert "target" in _fails(capsys, tmp_path, "--run", str(s2s), "source=a b", out)
+    assert "text_pair" in _fails(capsys, tmp_path, "--run", str(s2s), "source=a", "target=b", "text_pair=c", out)
+    assert "source/target" in _fails(capsys, tmp_path, "--run", str(mlm), "source=a", "target=b", out)
 
 
 def test_truncate_true_keeps_max_len_tokens(make_run, tmp_path):
