@@ -110,10 +110,12 @@ class Page:
         return res["result"].get("value")
 
     async def center(self, selector):
-        await self.js(f"document.querySelector({json.dumps(selector)}).scrollIntoView({{block: 'center'}})")
-        r = await self.js(f"(() => {{const r = document.querySelector({json.dumps(selector)})"
-                          ".getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2];})()")
-        return r
+        """Viewport coordinates of the element's centre (scrolled into view when outside it)."""
+        return await self.js(f"""(() => {{const e = document.querySelector({json.dumps(selector)});
+            let r = e.getBoundingClientRect();
+            if (r.top < 0 || r.bottom > innerHeight) {{e.scrollIntoView({{block: 'center'}});
+                                                       r = e.getBoundingClientRect();}}
+            return [r.x + r.width / 2, r.y + r.height / 2];}})()""")
 
     async def hover(self, selector):
         x, y = await self.center(selector)
