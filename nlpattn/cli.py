@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--init", default=None, help="run directory to start from")
         p.add_argument("--run", default=None, help="run directory to read")
         p.add_argument("--out", default=None, help="output path")
+        p.add_argument("--force", action="store_true", help="replace an earlier output of the same kind")
         p.add_argument("overrides", nargs="*", default=[], help="key=value overrides")
     return parser
 

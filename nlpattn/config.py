@@ -246,6 +246,10 @@ def _read_yaml(path: Path, depth: int = 0) -> dict:
         raise ConfigError(f"{path}: config file not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
@@ -430,9 +434,13 @@ def validate(cfg: Config, source: str) -> None:
     _choice(cfg.tokenizer.kind, TOKENIZER_KINDS, "tokenizer.kind", source)
     _choice(cfg.train.precision, ("fp32", "bf16", "fp16"), "train.precision", source)
     _choice(cfg.train.schedule, ("cosine", "linear", "constant"), "train.schedule", source)
-    for key in ("batch_size", "grad_accum", "log_every", "eval_every", "save_every", "keep_last"):
+    for key in ("max_steps", "batch_size", "grad_accum", "log_every", "eval_every", "save_every", "keep_last"):
         if getattr(cfg.train, key) < 1:
-            raise ConfigError(f"{source}: key 'train.{key}' must be >= 1")
+            raise ConfigError(f"{source}: key 'train.{key}' must be >= 1, got {getattr(cfg.train, key)}")
+    for key in ("max_minutes", "epochs", "lr"):
+        value = getattr(cfg.train, key)
+        if value is not None and not 0 < value < float("inf"):
+            raise ConfigError(f"{source}: key 'train.{key}' must be a positive number, got {value}")
     if cfg.data.block_size < 2:
         raise ConfigError(f"{source}: key 'data.block_size' must be >= 2")
     if cfg.data.block_size > cfg.model.max_len and cfg.model.position in ("learned",):

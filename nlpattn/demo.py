@@ -21,7 +21,10 @@ def describe_model(config_path: str | Path, overrides: list[str] | None = None,
     from nlpattn.cost.measure import model_forward_flops
     from nlpattn.models import build_model
 
+    from nlpattn.train.memory import check_model_fits
+
     cfg = load_config(config_path, overrides)
+    check_model_fits(cfg)
     task = {"encoder": "mlm", "decoder": "clm", "encoder-decoder": "seq2seq"}[cfg.model.arch]
     model = build_model(cfg.model, task).eval()
     seq_len = min(seq_len, cfg.model.max_len)

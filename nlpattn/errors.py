@@ -19,3 +19,7 @@ class CheckpointError(NlpattnError):
 
 class TrainingError(NlpattnError):
     """Training cannot go on (non-finite loss, out of memory estimate); message names the step."""
+
+
+class OutputError(NlpattnError):
+    """An output path cannot be written (exists, is a file, not writable, disk full); names it."""

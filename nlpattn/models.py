@@ -233,6 +233,12 @@ def _construct(cfg: ModelConfig, task: str, num_labels: int | None) -> nn.Module
     return SequenceClassifier(cfg, num_labels=num_labels or 2)
 
 
+def model_meta(model: nn.Module) -> dict:
+    """What model.json holds: the task, the number of labels and the ModelConfig."""
+    model = _unwrap(model)
+    return {"task": model.task, "num_labels": getattr(model, "num_labels", None), "config": to_dict(model.cfg)}
+
+
 def save_model(model: nn.Module, directory: str | os.PathLike) -> None:
     """Write model.safetensors + model.json (config, task, num_labels) atomically into `directory`."""
     from safetensors.torch import save_model as st_save_model
@@ -240,27 +246,53 @@ def save_model(model: nn.Module, directory: str | os.PathLike) -> None:
     from nlpattn.fileio import atomic_path, atomic_write_json
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     with atomic_path(directory / "model.safetensors") as tmp:
         st_save_model(_unwrap(model), str(tmp))
-    meta = {"task": model.task, "num_labels": getattr(model, "num_labels", None),
-            "config": to_dict(model.cfg)}
-    atomic_write_json(directory / "model.json", meta)
+    atomic_write_json(directory / "model.json", model_meta(model))
 
 
 def load_model(path: str | os.PathLike, map_location: str = "cpu") -> nn.Module:
-    """Load a model saved by `save_model` from a run/checkpoint directory (safetensors only)."""
+    """Load a model from a run directory or one of its checkpoints (`RUN/checkpoints/step-N`),
+    safetensors only; any problem is a CheckpointError naming the file."""
     from safetensors.torch import load_model as st_load_model
 
-    directory = Path(path)
-    meta_path, weights = directory / "model.json", directory / "model.safetensors"
-    if not meta_path.is_file() or not weights.is_file():
-        raise CheckpointError(f"{directory}: no model.json + model.safetensors (not a run directory?)")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    cfg = model_config_from_dict(meta["config"], source=str(meta_path))
-    model = build_model(cfg, meta["task"], meta.get("num_labels"), init_std=None)  # weights follow
-    st_load_model(model, str(weights), strict=True, device=map_location)
+    meta_path, weights = model_files(Path(path))
+    meta = _read_model_json(meta_path)
+    try:
+        cfg = model_config_from_dict(meta["config"], source=str(meta_path))
+        model = build_model(cfg, meta["task"], meta.get("num_labels"), init_std=None)  # weights follow
+    except ConfigError as e:
+        raise CheckpointError(f"{meta_path}: {e}" if str(meta_path) not in str(e) else str(e)) from None
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{meta_path}: not a model description ({e})") from None
+    try:
+        st_load_model(model, str(weights), strict=True, device=map_location)
+    except Exception as e:  # noqa: BLE001 - safetensors and torch raise several types
+        detail = " ".join(str(e).split())[:300]
+        raise CheckpointError(f"{weights}: does not hold the weights {meta_path.name} describes ({detail})") from None
     return model
+
+
+def model_files(directory: Path) -> tuple[Path, Path]:
+    """(model.json, model.safetensors) of a run directory, or of a checkpoint (which may rely on
+    the run's model.json); CheckpointError when there are none."""
+    meta_path, weights = directory / "model.json", directory / "model.safetensors"
+    if not meta_path.is_file() and directory.parent.name == "checkpoints":
+        meta_path = directory.parent.parent / "model.json"
+    missing = [p.name for p in (meta_path, weights) if not p.is_file()]
+    if missing:
+        raise CheckpointError(f"{directory}: no {' + '.join(missing)} (not a run directory or checkpoint with a model)")
+    return meta_path, weights
+
+
+def _read_model_json(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable ({str(e).splitlines()[0]})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict) or not isinstance(meta.get("task"), str):
+        raise CheckpointError(f"{path}: needs a JSON object with 'task' and 'config'")
+    return meta
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

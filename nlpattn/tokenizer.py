@@ -324,7 +324,10 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
             raise DataError(f"{file}: not a valid tokenizers file ({str(e).splitlines()[0]})") from None
         kind = meta.get("nlpattn_kind") or _infer_kind(backend)
     else:
-        backend = _SPBackend(file.read_bytes())
+        try:
+            backend = _SPBackend(file.read_bytes())
+        except Exception as e:  # noqa: BLE001 - sentencepiece raises RuntimeError/OSError
+            raise DataError(f"{file}: not a valid sentencepiece model ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
         kind = meta.get("nlpattn_kind") or "sentencepiece-unigram"
     specials = {role: _token_text(meta.get(f"{role}_token")) for role in ROLES}
     specials = {r: t for r, t in specials.items() if t is not None} if meta else dict(SPECIAL_TOKENS)
@@ -369,10 +372,13 @@ def cli_main(args: argparse.Namespace) -> int:
 
     if args.action != "train":
         raise ConfigError(f"nlpattn tokenizer: unknown action '{args.action}' (use: nlpattn tokenizer train)")
+    from nlpattn.rundir import RunDirGuard
+
     cfg = load_config(args.config, args.overrides)
     start = time.perf_counter()
-    tok = train_tokenizer(cfg.tokenizer, cfg.data.train_files)
-    path = tok.save(cfg.output_dir)
+    with RunDirGuard(cfg.output_dir):
+        tok = train_tokenizer(cfg.tokenizer, cfg.data.train_files)
+        path = tok.save(cfg.output_dir)
     print(f"trained {tok.kind} tokenizer: {tok.vocab_size} tokens in "
           f"{time.perf_counter() - start:.1f}s → {path}")
     return 0

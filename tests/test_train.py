@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from nlpattn.config import TrainConfig
-from nlpattn.errors import CheckpointError, TrainingError
+from nlpattn.errors import CheckpointError, OutputError, TrainingError
 from nlpattn.train import checkpoint as ckpt
 from nlpattn.train.loop import Trainer
 from nlpattn.train.schedule import lr_multiplier, param_groups
@@ -83,7 +83,7 @@ def test_crash_in_the_middle_of_a_save_keeps_the_previous_checkpoint(tmp_path, m
 
     monkeypatch.setattr(torch, "save", crashing_save)
     run = tmp_path / "run"
-    with pytest.raises(OSError, match="simulated crash"):
+    with pytest.raises(OutputError, match=r"step-0000004: cannot write \(simulated crash"):
         fit(run)
     monkeypatch.setattr(torch, "save", real_save)
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-0000002"]  # nothing half visible

@@ -24,8 +24,9 @@ def tiny_text(directory: Path, n_train: int = 30000, n_valid: int = 6000) -> tup
     text = gzip.open(SHAKESPEARE, "rt", encoding="utf-8").read()
     directory.mkdir(parents=True, exist_ok=True)
     train, valid = directory / "train.txt", directory / "valid.txt"
-    train.write_text(text[:n_train], encoding="utf-8")
-    valid.write_text(text[-n_valid:], encoding="utf-8")
+    for path, part in ((train, text[:n_train]), (valid, text[-n_valid:])):
+        if not path.is_file() or path.read_text(encoding="utf-8") != part:  # keep mtimes: caches stay valid
+            path.write_text(part, encoding="utf-8")
     return train, valid
 
 

@@ -136,6 +136,12 @@ def span_noise_mask(length: int, noise_density: float, mean_span_length: float,
     return flags.repeat_interleave(lengths)
 
 
+def spans_needed(length: int, density: float, mean_span: float) -> int:
+    """Number of noise spans (= sentinels) T5 span corruption makes in `length` tokens."""
+    n_noise = min(max(int(round(length * density)), 1), length - 1)
+    return max(1, int(round(n_noise / mean_span)))
+
+
 class SpanCorruptionCollator(_Collator):
     """T5 span corruption: `input_ids`, `attention_mask`, `decoder_input_ids`, `labels`.
 
@@ -154,8 +160,7 @@ class SpanCorruptionCollator(_Collator):
 
     def spans_needed(self, length: int) -> int:
         """Number of noise spans (= sentinels) a block of `length` tokens gets."""
-        n_noise = min(max(int(round(length * self.density)), 1), length - 1)
-        return max(1, int(round(n_noise / self.mean_span)))
+        return spans_needed(length, self.density, self.mean_span)
 
     def _replace_spans(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Each run of True in `mask` becomes one sentinel (numbered in order)."""

@@ -265,7 +265,7 @@ def build_token_cache(sources: Sequence[str | os.PathLike | TableSource] | str |
             and any(Path(cache_dir).iterdir()):
         raise DataError(f"{cache_dir}: exists and is not a token cache; refusing to overwrite it")
     dtype = np.dtype(np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32)
-    with atomic_dir(cache_dir) as tmp:
+    with atomic_dir(cache_dir, replace=True) as tmp:  # a stale cache of ours (checked above)
         writer = _ShardWriter(tmp, dtype, shard_tokens)
         assembler = _DocAssembler(tokenizer, writer, memo)
         for src in srcs:

@@ -10,6 +10,7 @@ When a split's file is absent, the same API reads the hub dataset `nyu-mll/glue`
 """
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from nlpattn.data.sources import iter_line_blocks
-from nlpattn.errors import DataError
+from nlpattn.errors import ConfigError, DataError
 
 HUB_NAME = "nyu-mll/glue"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -122,6 +123,19 @@ def resolve_glue_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return path
 
 
+DEFAULT_GLUE_DIR = "data/glue"
+
+
+def check_glue_dir(data_dir: str | os.PathLike | None) -> None:
+    """ConfigError at once for a `glue.data_dir` that is a file, or a non-default one that does
+    not exist (only the default may fall through to the hub dataset)."""
+    path = resolve_glue_dir(data_dir)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"glue.data_dir: {data_dir} is a file, not a directory")
+    if not path.exists() and str(data_dir) not in (DEFAULT_GLUE_DIR, "None"):
+        raise ConfigError(f"glue.data_dir: {data_dir} does not exist")
+
+
 def split_file(task: str | GlueTask, split: str, data_dir: str | os.PathLike | None = None) -> Path | None:
     """The local `.tsv` or `.tsv.gz` of a split, or None when neither exists."""
     task = get_task(task)
@@ -214,9 +228,12 @@ def _header_layout(task: GlueTask, split: str, path: Path, rows) -> tuple:
 def _parse_label(task: GlueTask, value: str, path: Path, line_no: int) -> int | float:
     if task.is_regression:
         try:
-            return float(value)
+            score = float(value)
         except ValueError:
             raise DataError(f"{path}:{line_no}: label '{value}' is not a number") from None
+        if not math.isfinite(score):
+            raise DataError(f"{path}:{line_no}: label '{value}' is not a finite number")
+        return score
     try:
         return task.raw_labels.index(value)
     except ValueError:

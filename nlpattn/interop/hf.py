@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from nlpattn.config import ModelConfig
-from nlpattn.errors import CheckpointError, ConfigError
+from nlpattn.errors import CheckpointError, ConfigError, OutputError
 from nlpattn.models import CausalLM, MaskedLM, Seq2SeqLM, SequenceClassifier, build_model
 
 _HF_ACT = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
@@ -168,15 +168,24 @@ def load_transformers_dir(path: str | Path, task: str) -> nn.Module:
     path = Path(path)
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path}: no config.json (not a transformers model directory)")
-    hf_config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
-    classes = {("bert", "mlm"): "BertForMaskedLM", ("gpt2", "clm"): "GPT2LMHeadModel"}
-    cls_name = classes.get((hf_config.model_type, task), "BertForMaskedLM")
+    try:
+        hf_config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - transformers raises OSError, ValueError, JSON errors
+        raise CheckpointError(f"{path / 'config.json'}: not a transformers config ({_first_line(e)})") from None
     if hf_config.model_type not in ("bert", "gpt2"):
         raise ConfigError(f"{path}: model_type '{hf_config.model_type}' is not supported (bert, gpt2)")
-    if hf_config.model_type == "gpt2":
-        cls_name = "GPT2LMHeadModel"
-    hf = getattr(transformers, cls_name).from_pretrained(str(path), local_files_only=True)
+    cls_name = "GPT2LMHeadModel" if hf_config.model_type == "gpt2" else "BertForMaskedLM"
+    try:
+        hf = getattr(transformers, cls_name).from_pretrained(str(path), local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - refused pickles, truncated files, shape mismatches
+        raise CheckpointError(f"{path}: its weights cannot be loaded safely ({_first_line(e)}); "
+                              f"nlpattn reads model.safetensors, or a .bin only through torch's weights_only loader") from None
     return from_transformers(hf)
+
+
+def _first_line(e: Exception) -> str:
+    text = " ".join(str(e).split())
+    return text[:300] or type(e).__name__
 
 
 def _check_exportable(model: nn.Module, arch: str, norm: str) -> ModelConfig:
@@ -277,29 +286,54 @@ def _torch_stack(stack: nn.Module, ours_prefix: str, cross: bool) -> dict[str, t
     return d
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
-    """Write a run's model (and tokenizer.json, if any) as a transformers model directory."""
+EXPORT_MARK = "nlpattn-export.json"  # names a directory as ours to replace with --force
+
+
+def check_export_target(run_dir: Path, out_dir: Path, force: bool) -> bool:
+    """Whether `out_dir` must be replaced; OutputError unless it is absent, empty, or (with
+    `force`) an earlier export of ours. A run directory is never a target."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"--out: {out_dir} is a file, not a directory")
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        return out_dir.exists()
+    if out_dir.resolve() == run_dir.resolve() or (out_dir / "model.json").exists():
+        raise OutputError(f"--out: {out_dir} is an nlpattn run directory; export somewhere else")
+    if not (out_dir / EXPORT_MARK).is_file():
+        raise OutputError(f"--out: {out_dir} is not empty and not an earlier export; choose another directory")
+    if not force:
+        raise OutputError(f"--out: {out_dir} holds an earlier export; add --force to replace it")
+    return True
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, force: bool = False) -> Path:
+    """Write a run's model (and tokenizer.json, if any) as a transformers model directory.
+    An existing `out_dir` is replaced only if it is an earlier export and `force` is set."""
+    import json
+
     from nlpattn.fileio import atomic_dir
     from nlpattn.models import load_model
 
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    replace = check_export_target(run_dir, out_dir, force)
     model = load_model(run_dir).eval()
     hf = to_transformers(model)
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, replace=replace) as tmp:
         hf.save_pretrained(str(tmp), safe_serialization=True)
-        tok = Path(run_dir) / "tokenizer.json"
+        tok = run_dir / "tokenizer.json"
         if tok.is_file():
             import transformers
 
             fast = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tok))
             fast.save_pretrained(str(tmp))
             shutil.copy(tok, tmp / "tokenizer.json")
-    return Path(out_dir)
+        (tmp / EXPORT_MARK).write_text(json.dumps({"run": str(run_dir.resolve())}) + "\n", encoding="utf-8")
+    return out_dir
 
 
 def cli_export(args) -> int:
-    """`nlpattn export-hf --run RUN --out DIR`."""
+    """`nlpattn export-hf --run RUN --out DIR [--force]`."""
     if not args.run or not args.out:
         raise ConfigError("export-hf needs --run RUN_DIR and --out OUT_DIR")
-    out = export_run(args.run, args.out)
+    out = export_run(args.run, args.out, force=args.force)
     print(f"wrote transformers model to {out}")
     return 0

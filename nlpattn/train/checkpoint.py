@@ -4,6 +4,7 @@ A checkpoint holds everything a run needs to continue bit for bit:
 
     model.safetensors     weights (tied tensors stored once, aliases in the metadata)
     optimizer.pt          optimizer state (torch.save; read back with weights_only=True)
+    model.json            task and ModelConfig (as in the run directory)
     scheduler.json        LR scheduler state
     rng.json              Python / NumPy / torch (CPU + CUDA) RNG states, one entry per process
     data.json             the batch source's position
@@ -11,7 +12,13 @@ A checkpoint holds everything a run needs to continue bit for bit:
 
 Files are written into a hidden temporary directory that is renamed onto the final name, so a
 crash in the middle of a save leaves the previous checkpoints as they were and no half
-directory among them. Nothing is ever unpickled from a file.
+directory among them. optimizer.pt is the one pickle-format file: it is read with
+`torch.load(weights_only=True)`, which rebuilds tensors and plain containers only and refuses
+any other object. Every other file is JSON or safetensors.
+
+Reading a checkpoint checks every file's content, not only that it parses: a problem is a
+`CheckpointError` naming the file, and `resume=auto` falls back to the newest checkpoint that
+reads cleanly, saying which it skipped and why.
 """
 from __future__ import annotations
 
@@ -27,7 +34,7 @@ import numpy as np
 import torch
 
 from nlpattn.errors import CheckpointError
-from nlpattn.fileio import atomic_dir, atomic_write_json
+from nlpattn.fileio import atomic_dir, atomic_write_json, clean_stale_temps
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
@@ -57,31 +64,47 @@ def is_complete(path: Path) -> bool:
         return False
 
 
-def resolve_resume(resume: str, run_dir: str | os.PathLike) -> Path | None:
-    """`auto` → newest complete checkpoint of the run (or None); `never` → None; else a path that
-    must be a checkpoint or a run directory that has one (CheckpointError otherwise)."""
+def resume_candidates(resume: str, run_dir: str | os.PathLike) -> list[Path]:
+    """Checkpoints to try, best first: `auto` → the run's complete checkpoints, newest first;
+    `never` → none; else a path that must be a checkpoint or a run directory that has one."""
     if resume == "never":
-        return None
+        return []
     if resume == "auto":
-        found = list_checkpoints(run_dir)
-        return found[-1] if found else None
+        return list_checkpoints(run_dir)[::-1]
     path = Path(resume)
     if path.is_dir() and is_complete(path):
-        return path
+        return [path]
     found = list_checkpoints(path) if path.is_dir() else []
     if found:
-        return found[-1]
+        return [found[-1]]
     raise CheckpointError(f"train.resume: '{resume}' is not a checkpoint (no complete {STATE_FILE}) "
                           f"nor a run directory with checkpoints")
 
 
+def resolve_resume(resume: str, run_dir: str | os.PathLike, report=None) -> Path | None:
+    """The checkpoint to resume from: the first candidate whose files all read and check out.
+    Under `auto` an unreadable checkpoint is skipped (reported through `report(message)`);
+    if none reads, or an explicit PATH does not, CheckpointError names the file."""
+    candidates = resume_candidates(resume, run_dir)
+    errors = []
+    for path in candidates:
+        try:
+            read_checkpoint(path)
+            return path
+        except CheckpointError as e:
+            if resume != "auto":
+                raise
+            errors.append(str(e))
+            if report is not None:
+                report(f"skipping checkpoint {path.name}: {e}")
+    if errors:
+        raise CheckpointError(f"no checkpoint of {run_dir} can be resumed; newest: {errors[0]}")
+    return None
+
+
 def clean_stale(run_dir: str | os.PathLike) -> None:
-    """Remove hidden temporary directories left by a save that was killed."""
-    root = Path(run_dir) / CHECKPOINTS
-    if root.is_dir():
-        for p in root.iterdir():
-            if p.name.startswith(".") and p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
+    """Remove hidden temporary directories left by a save or prune that was killed."""
+    clean_stale_temps(Path(run_dir) / CHECKPOINTS)
 
 
 def prune(run_dir: str | os.PathLike, keep_last: int) -> None:
@@ -170,11 +193,15 @@ def restore_rng(state: dict) -> None:
 
 def write_checkpoint(run_dir: str | os.PathLike, step: int, *, model_state: dict, optimizer_state: dict,
                      scheduler_state: dict, rng_states: list[dict], data_state: dict,
-                     trainer_state: dict) -> Path:
-    """Write one checkpoint atomically (call on the main process only); returns its path."""
+                     trainer_state: dict, model_meta: dict | None = None) -> Path:
+    """Write one checkpoint atomically (call on the main process only); returns its path.
+    `model_meta` (model.json) makes the checkpoint loadable on its own, e.g. as a fine-tuning init."""
     final = Path(run_dir) / CHECKPOINTS / checkpoint_name(step)
     files = ["model.safetensors", "optimizer.pt", "scheduler.json", "rng.json", "data.json"]
-    with atomic_dir(final) as tmp:
+    with atomic_dir(final, replace=True) as tmp:  # our own step-N (a re-save of the same step)
+        if model_meta is not None:
+            atomic_write_json(tmp / "model.json", model_meta)
+            files.append("model.json")
         save_weights(model_state, tmp / "model.safetensors")
         torch.save(optimizer_state, tmp / "optimizer.pt")
         atomic_write_json(tmp / "scheduler.json", scheduler_state)
@@ -185,14 +212,95 @@ def write_checkpoint(run_dir: str | os.PathLike, step: int, *, model_state: dict
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Every part of a checkpoint (weights via safetensors, optimizer via weights_only=True)."""
+    """Every part of a checkpoint (weights via safetensors, optimizer via weights_only=True),
+    each checked for the content the Trainer needs; CheckpointError names the bad file."""
     path = Path(path)
     if not is_complete(path):
         raise CheckpointError(f"{path}: not a complete checkpoint (no valid {STATE_FILE})")
+    out = {name: _read_json(path / f"{name}.json") for name in ("scheduler", "rng", "data", "trainer_state")}
+    for name, check in _CHECKS.items():
+        problem = check(out[name])
+        if problem:
+            raise CheckpointError(f"{path / (name + '.json')}: {problem}")
+    out["optimizer"] = _read_optimizer(path / "optimizer.pt")
+    return {"model": load_weights(path / "model.safetensors"), **out}
+
+
+def _read_json(path: Path):
     try:
-        optimizer = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
-        out = {name: json.loads((path / f"{name}.json").read_text(encoding="utf-8"))
-               for name in ("scheduler", "rng", "data", "trainer_state")}
-    except Exception as e:  # noqa: BLE001 - torch.load/json raise many types
-        raise CheckpointError(f"{path}: unreadable checkpoint ({str(e).splitlines()[0]})") from None
-    return {"model": load_weights(path / "model.safetensors"), "optimizer": optimizer, **out}
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable ({str(e).splitlines()[0]})") from None
+
+
+def _read_optimizer(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch.load raises many types
+        raise CheckpointError(f"{path}: unreadable ({str(e).splitlines()[0]})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("param_groups"), list) \
+            or not isinstance(state.get("state"), dict):
+        raise CheckpointError(f"{path}: not an optimizer state (needs 'state' and 'param_groups')")
+    return state
+
+
+def _check_scheduler(state) -> str | None:
+    if not isinstance(state, dict):
+        return "must be a JSON object"
+    if not _is_int(state.get("last_epoch")) or state["last_epoch"] < -1:
+        return f"'last_epoch' must be an integer >= -1, got {state.get('last_epoch')!r}"
+    for key in ("base_lrs", "_last_lr"):
+        value = state.get(key)
+        if not isinstance(value, list) or not value or not all(_is_number(v) for v in value):
+            return f"'{key}' must be a non-empty list of numbers, got {value!r}"
+    return None
+
+
+def _check_rng(states) -> str | None:
+    if not isinstance(states, list) or not states:
+        return "must be a non-empty list of per-process RNG states"
+    saved = capture_rng()
+    try:
+        for i, state in enumerate(states):
+            if not isinstance(state, dict):
+                return f"entry {i} must be a JSON object"
+            try:
+                restore_rng(state)  # the one complete check of its content
+            except Exception as e:  # noqa: BLE001 - random/numpy/torch raise many types
+                return f"entry {i} is not an RNG state ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e!r})"
+    finally:
+        restore_rng(saved)
+    return None
+
+
+def _check_data(state) -> str | None:
+    if not isinstance(state, dict) or not state:
+        return "must be a JSON object with the data position"
+    for key, value in state.items():
+        if not _is_int(value) or value < 0:
+            return f"'{key}' must be a non-negative integer, got {value!r}"
+    return None
+
+
+def _check_trainer_state(state) -> str | None:
+    if not isinstance(state, dict):
+        return "must be a JSON object"
+    for key in ("step", "tokens"):
+        if not _is_int(state.get(key, 0)) or state.get(key, 0) < 0:
+            return f"'{key}' must be a non-negative integer, got {state.get(key)!r}"
+    for key in ("wall_s", "train_s"):
+        if not _is_number(state.get(key, 0.0)) or state.get(key, 0.0) < 0:
+            return f"'{key}' must be a non-negative number, got {state.get(key)!r}"
+    return None
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+_CHECKS = {"scheduler": _check_scheduler, "rng": _check_rng, "data": _check_data,
+           "trainer_state": _check_trainer_state}

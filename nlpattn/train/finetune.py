@@ -219,13 +219,9 @@ def _steps(cfg: Config, batches) -> Config:
 
 def run_finetune(cfg: Config, accelerator=None) -> dict:
     """Fine-tune on `cfg.task`; returns the eval report (also written to eval/<task>.json)."""
-    from accelerate.utils import set_seed
-
-    from nlpattn.data.collate import ClassificationCollator
-    from nlpattn.data.epochs import GROUP_WINDOW, EpochBatches
-    from nlpattn.data.glue import encode_glue, get_task, read_glue_split
-    from nlpattn.train.loop import Trainer, make_accelerator
-    from nlpattn.train.runtime import set_threads
+    from nlpattn.data.glue import check_glue_dir, get_task
+    from nlpattn.rundir import RunDirGuard
+    from nlpattn.train.loop import make_accelerator
 
     if not cfg.task:
         from nlpattn.data.glue import GLUE_TASKS
@@ -234,11 +230,27 @@ def run_finetune(cfg: Config, accelerator=None) -> dict:
     task = get_task(cfg.task)
     if not task.train:
         raise ConfigError(f"task: '{task.name}' is test-only (no training split)")
+    check_glue_dir(cfg.glue.data_dir)
     acc = accelerator if accelerator is not None else make_accelerator(cfg.train)
+    with RunDirGuard(cfg.output_dir, is_main=acc.is_main_process):
+        return _finetune(cfg, task, acc)
+
+
+def _finetune(cfg: Config, task, acc) -> dict:
+    from accelerate.utils import set_seed
+
+    from nlpattn.data.collate import ClassificationCollator
+    from nlpattn.data.epochs import GROUP_WINDOW, EpochBatches
+    from nlpattn.data.glue import encode_glue, read_glue_split
+    from nlpattn.train.loop import Trainer
+    from nlpattn.train.pretrain import check_resume_settings
+    from nlpattn.train.runtime import set_threads
+
     set_threads(cfg.train, acc)
     set_seed(cfg.train.seed)
     tok, model = init_model(cfg, task.num_labels, acc)
     cfg = dataclasses.replace(cfg, model=model.cfg)
+    check_resume_settings(cfg)  # before anything is written to the run directory
     train_raw = read_glue_split(task, "train", cfg.glue.data_dir)
     raw_dev = {s: read_glue_split(task, s, cfg.glue.data_dir) for s in task.dev_splits}
     collate = ClassificationCollator(tok.pad_id, task.is_regression)
@@ -248,16 +260,17 @@ def run_finetune(cfg: Config, accelerator=None) -> dict:
     cfg = _steps(cfg, batches)
     validate(cfg, "<config>")
     run = Path(cfg.output_dir)
-    if acc.is_main_process:
-        run.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run / "config.yaml", to_yaml(cfg))
-        tok.save(run)
     dev = {s: encode_glue(ex, tok, cfg.glue.max_length) for s, ex in raw_dev.items()}
     evaluator = GlueEvaluator(task, dev, collate, cfg.train.eval_batch_size or cfg.train.batch_size)
     trainer = Trainer(model, cfg.train, batches, run, eval_fn=evaluator, accelerator=acc,
                       tokens_fn=lambda b: int(b["attention_mask"].sum()),
                       summary_extra={"task": task.name, "run_dir": str(run), "train_examples": len(train_raw)})
-    summary = trainer.fit()
+
+    def write_run_files() -> None:
+        atomic_write_text(run / "config.yaml", to_yaml(cfg))
+        tok.save(run)
+
+    summary = trainer.fit(on_start=write_run_files)
     if summary.get("stop_reason") in ("SIGINT", "SIGTERM"):
         return {"task": task.name, "stopped": summary["stop_reason"], "run_dir": str(run)}
     return write_outputs(cfg, task, evaluator, raw_dev, trainer.model, tok, collate, acc, summary)

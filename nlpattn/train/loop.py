@@ -22,15 +22,16 @@ import torch
 from torch import nn
 
 from nlpattn.config import TrainConfig
-from nlpattn.errors import TrainingError
+from nlpattn.errors import CheckpointError, NlpattnError, TrainingError
 from nlpattn.fileio import atomic_write_json
 from nlpattn.train import checkpoint as ckpt
 from nlpattn.train.log import RunLogger
-from nlpattn.train.runtime import Signals, count_tokens, make_accelerator, peak_memory_mib
+from nlpattn.train.runtime import Interrupted, Signals, count_tokens, make_accelerator, peak_memory_mib
 from nlpattn.train.schedule import build_optimizer, build_scheduler
 
 EvalFn = Callable[[nn.Module, "object"], dict]  # (model, accelerator) → {"loss": ..., ...}
 _STOP_CODES = {None: 0, "max_minutes": 1, "SIGINT": 2, "SIGTERM": 3}
+_SIGNALS = ("SIGINT", "SIGTERM")
 
 
 class BatchSource(Protocol):
@@ -83,18 +84,23 @@ class Trainer:
 
     # --- public ---------------------------------------------------------------------------
 
-    def fit(self) -> dict:
-        """Train until max_steps, the time budget or a signal; returns (and writes) the summary."""
+    def fit(self, on_start: Callable[[], None] | None = None) -> dict:
+        """Train until max_steps, the time budget or a signal; returns (and writes) the summary.
+        `on_start` runs on the main process once the resume point is accepted, before the first
+        write of this session (the caller's config.yaml), so a refused resume changes nothing."""
         acc = self.accelerator
         self._t0 = time.perf_counter()
         self._prepare_run_dir()
         self._resume()
+        if on_start is not None and acc.is_main_process:
+            on_start()
+        acc.wait_for_everyone()
         self.logger = RunLogger(self.run_dir, enabled=acc.is_main_process, progress=self.cfg.progress,
                                 total_steps=self.cfg.max_steps, start_step=self.state.step)
         try:
-            with Signals() as signals:  # a signal during the final eval/save is ignored
+            with Signals() as signals:
                 self.model.train()
-                return self._finish(self._loop(signals))
+                return self._finish(self._loop(signals), signals)
         finally:
             self.logger.close()
 
@@ -260,11 +266,19 @@ class Trainer:
             ckpt.write_checkpoint(self.run_dir, st.step, model_state=model_state,
                                   optimizer_state=optimizer_state, scheduler_state=self.scheduler.state_dict(),
                                   rng_states=rng, data_state=self.batches.state_dict(),
-                                  trainer_state={**dataclasses.asdict(saved), "world_size": acc.num_processes})
+                                  trainer_state={**dataclasses.asdict(saved), "world_size": acc.num_processes},
+                                  model_meta=self._model_meta())
             ckpt.prune(self.run_dir, self.cfg.keep_last)
         acc.wait_for_everyone()
         self._t_excluded += time.perf_counter() - t
         return path
+
+    def _model_meta(self) -> dict | None:
+        """model.json for a checkpoint, when the model is one of ours (has cfg and task)."""
+        from nlpattn.models import model_meta
+
+        base = self._base_model()
+        return model_meta(base) if hasattr(base, "cfg") and hasattr(base, "task") else None
 
     def _optimizer_state(self) -> dict:
         if self._fsdp():
@@ -282,51 +296,91 @@ class Trainer:
         return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
 
     def _resume(self) -> None:
-        """Continue from `train.resume` (auto | never | PATH); `never` clears old checkpoints."""
+        """Continue from `train.resume` (auto | never | PATH); `never` clears old checkpoints.
+        Under `auto` a checkpoint that does not load is skipped (newest first), with a message."""
         acc = self.accelerator
         if self.cfg.resume == "never":
             if acc.is_main_process:
                 ckpt.prune(self.run_dir, 0)
             acc.wait_for_everyone()
             return
-        path = ckpt.resolve_resume(self.cfg.resume, self.run_dir)
-        if path is None:
-            return
+        candidates = ckpt.resume_candidates(self.cfg.resume, self.run_dir)
+        problems = []
+        for path in candidates:
+            try:
+                self._load_checkpoint(path)
+                return
+            except CheckpointError as e:
+                if self.cfg.resume != "auto":
+                    raise
+                problems.append(str(e))
+                self._say(f"skipping checkpoint {path.name}: {e}")
+        if problems:
+            raise CheckpointError(f"no checkpoint of {self.run_dir} can be resumed; newest: {problems[0]}")
+
+    def _say(self, message: str) -> None:
+        if self.accelerator.is_main_process:
+            print(message, file=sys.stderr, flush=True)
+
+    def _load_checkpoint(self, path: Path) -> None:
+        """Load every part of checkpoint `path`; CheckpointError names the file that does not fit."""
+        acc = self.accelerator
         state = ckpt.read_checkpoint(path)
-        self._load_model_and_optimizer(state)
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.batches.load_state_dict(state["data"])
+        loads = (("model.safetensors", self._load_model), ("optimizer.pt", self._load_optimizer),
+                 ("scheduler.json", lambda st: self.scheduler.load_state_dict(st["scheduler"])),
+                 ("data.json", lambda st: self.batches.load_state_dict(st["data"])))
+        for name, load in loads:
+            try:
+                load(state)
+            except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+                if isinstance(e, NlpattnError):
+                    raise
+                raise CheckpointError(f"{path}/{name}: does not fit this run "
+                                      f"({str(e).strip().splitlines()[0][:300]})") from None
         rngs = state["rng"]
         ckpt.restore_rng(rngs[acc.process_index] if len(rngs) == acc.num_processes else rngs[0])
         names = {f.name for f in dataclasses.fields(TrainerState)}
         self.state = TrainerState(**{k: v for k, v in state["trainer_state"].items() if k in names})
         self.resumed_from = path
-        if acc.is_main_process:
-            print(f"resumed from {path} (step {self.state.step})", file=sys.stderr, flush=True)
+        self._say(f"resumed from {path} (step {self.state.step})")
 
-    def _load_model_and_optimizer(self, state: dict) -> None:
+    def _load_model(self, state: dict) -> None:
         if self._fsdp():
-            from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
-                                                                 set_optimizer_state_dict)
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-            options = StateDictOptions(full_state_dict=True)
-            set_model_state_dict(self.model, state["model"], options=options)
-            set_optimizer_state_dict(self.model, self.optimizer.optimizer, state["optimizer"], options=options)
-            return
-        self._base_model().load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+            set_model_state_dict(self.model, state["model"], options=StateDictOptions(full_state_dict=True))
+        else:
+            self._base_model().load_state_dict(state["model"])
+
+    def _load_optimizer(self, state: dict) -> None:
+        if self._fsdp():
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(self.model, self.optimizer.optimizer, state["optimizer"],
+                                     options=StateDictOptions(full_state_dict=True))
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
+            for group in self.optimizer.param_groups:  # load_state_dict checks sizes of groups only
+                for p in group["params"]:
+                    for key, value in self.optimizer.state.get(p, {}).items():
+                        if torch.is_tensor(value) and value.dim() > 0 and value.shape != p.shape:
+                            raise ValueError(f"state '{key}' has shape {tuple(value.shape)}, "
+                                             f"its parameter {tuple(p.shape)}")
 
     # --- the end --------------------------------------------------------------------------
 
-    def _finish(self, reason: str) -> dict:
-        """Final eval and model (unless stopped by a signal), summary.json; returns the summary."""
+    def _finish(self, reason: str, signals: Signals) -> dict:
+        """Final eval and model, summary.json; returns the summary. A signal before or during the
+        final eval stops there: checkpoint saved, no final model, exit code 128+signal."""
         acc, st = self.accelerator, self.state
-        if reason in ("SIGINT", "SIGTERM"):
+        if reason not in _SIGNALS:
+            reason = self._final_eval(signals) or reason
+        if reason in _SIGNALS:
+            if st.step % self.cfg.save_every != 0 and self.resumed_from != self._checkpoint_path():
+                self.save_checkpoint()
             self.logger.write(f"received {reason} at step {st.step}: checkpoint saved in "
-                              f"{self.run_dir / ckpt.CHECKPOINTS / ckpt.checkpoint_name(st.step)}; "
-                              f"continue with train.resume=auto")
+                              f"{self._checkpoint_path()}; continue with train.resume=auto")
         else:
-            self._evaluate(final=True)
             if self.cfg.save_every and st.step % self.cfg.save_every != 0:
                 self.save_checkpoint()
             self._save_final_model()
@@ -335,6 +389,25 @@ class Trainer:
             atomic_write_json(self.run_dir / "summary.json", summary)
         acc.wait_for_everyone()
         return summary
+
+    def _checkpoint_path(self) -> Path:
+        return self.run_dir / ckpt.CHECKPOINTS / ckpt.checkpoint_name(self.state.step)
+
+    def _final_eval(self, signals: Signals) -> str | None:
+        """The final evaluation; the signal that interrupted it (one process: at once; several:
+        when the evaluation's collectives are done), or None."""
+        if self.accelerator.num_processes == 1:
+            try:
+                with signals.interrupting():
+                    self._evaluate(final=True)
+            except Interrupted:
+                self.model.train()
+                return signals.received
+            return None
+        self._evaluate(final=True)
+        code = torch.tensor(float(_STOP_CODES[signals.received]), device=self.accelerator.device)
+        reason = {v: k for k, v in _STOP_CODES.items()}[int(self.accelerator.reduce(code, "max"))]
+        return reason if reason in _SIGNALS else None
 
     def _save_final_model(self) -> None:
         from nlpattn.models import build_model, save_model

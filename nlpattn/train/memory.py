@@ -63,3 +63,16 @@ def check_memory(cfg: Config) -> int:
             f"data.block_size={cfg.data.block_size}) but {where} has {have / GIB:.1f} GiB; "
             f"lower train.batch_size (raise train.grad_accum) or the model size")
     return need
+
+
+def check_model_fits(cfg: Config) -> int:
+    """Raise TrainingError when the weights alone (fp32) exceed the memory that exists."""
+    params = parameter_count(cfg)
+    have, where = available_bytes()
+    if 4 * params > have:
+        m = cfg.model
+        raise TrainingError(
+            f"memory: model.d_model={m.d_model}, model.n_layers={m.n_layers}, model.d_ff={m.d_ff}, "
+            f"model.vocab_size={m.vocab_size} make ~{params / 1e6:,.0f}M parameters "
+            f"({4 * params / GIB:,.1f} GiB in fp32) but {where} has {have / GIB:.1f} GiB")
+    return params

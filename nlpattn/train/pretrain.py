@@ -38,6 +38,7 @@ def resolve_objective(cfg: Config) -> Config:
         raise ConfigError(f"model.bidirectional: objective=mlm needs a bidirectional body; "
                           f"model.body='{m.body}' with bidirectional=false is causal-only")
     _check_body_capability(cfg.objective, m.body)
+    _check_sentinels(cfg)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(m, arch=want))
     validate(cfg, "<config>")
     return cfg
@@ -55,6 +56,19 @@ def _check_body_capability(objective: str, body: str) -> None:
         raise ConfigError(f"model.body: '{body}' is causal-only; objective=mlm needs a bidirectional body")
     if objective in ("clm", "seq2seq") and not cls.causal_ok:
         raise ConfigError(f"model.body: '{body}' cannot run causally; objective={objective} needs a decoder")
+
+
+def _check_sentinels(cfg: Config) -> None:
+    """seq2seq with a tokenizer still to train: enough sentinels, checked before any work."""
+    from nlpattn.data.collate import spans_needed
+
+    d = cfg.data
+    if cfg.objective != "seq2seq" or cfg.tokenizer.path:
+        return
+    need = spans_needed(d.block_size, d.noise_density, d.mean_span_length)
+    if need > cfg.tokenizer.n_sentinels:
+        raise ConfigError(f"tokenizer.n_sentinels: span corruption of data.block_size={d.block_size} needs "
+                          f"{need} sentinels, the tokenizer would have {cfg.tokenizer.n_sentinels}")
 
 
 def make_collator(cfg: Config, tok):
@@ -139,26 +153,43 @@ def prepare_data(cfg: Config, accelerator):
 
 def run_pretrain(cfg: Config, accelerator=None) -> dict:
     """Pretrain the model `cfg` describes on `cfg.data`; returns the run summary."""
+    from nlpattn.rundir import RunDirGuard
+    from nlpattn.train.loop import make_accelerator
+    from nlpattn.train.memory import check_memory
+
+    cfg = resolve_objective(cfg)
+    check_memory(cfg)
+    acc = accelerator if accelerator is not None else make_accelerator(cfg.train)
+    with RunDirGuard(cfg.output_dir, is_main=acc.is_main_process):
+        check_resume_settings(cfg)  # a refused resume fails here, before anything is written
+        return _pretrain(cfg, acc)
+
+
+def check_resume_settings(cfg: Config) -> None:
+    """ConfigError/CheckpointError now if `train.resume` cannot be honoured with these settings."""
+    from nlpattn.config import to_dict
+    from nlpattn.rundir import check_resume_from
+    from nlpattn.train.checkpoint import resolve_resume, resume_candidates
+
+    candidates = resume_candidates(cfg.train.resume, cfg.output_dir)
+    if candidates:
+        check_resume_from(to_dict(cfg), candidates[0])
+        resolve_resume(cfg.train.resume, cfg.output_dir)  # every file of one checkpoint reads and checks out
+
+
+def _pretrain(cfg: Config, acc) -> dict:
     from accelerate.utils import set_seed
 
     from nlpattn.data.blocks import RandomBlocks, SequentialBlocks
     from nlpattn.models import build_model
-    from nlpattn.train.checkpoint import resolve_resume
-    from nlpattn.train.loop import Trainer, make_accelerator
-    from nlpattn.train.memory import check_memory
+    from nlpattn.train.loop import Trainer
     from nlpattn.train.runtime import set_threads
 
-    cfg = resolve_objective(cfg)
-    check_memory(cfg)
-    resolve_resume(cfg.train.resume, cfg.output_dir)  # a bad resume path fails before any work
-    acc = accelerator if accelerator is not None else make_accelerator(cfg.train)
     set_threads(cfg.train, acc)
     tok, train_cache, valid_cache = prepare_data(cfg, acc)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.vocab_size,
                                                              pad_token_id=tok.pad_id))
     validate(cfg, "<config>")
-    if acc.is_main_process:
-        atomic_write_text(Path(cfg.output_dir) / "config.yaml", to_yaml(cfg))
     set_seed(cfg.train.seed)
     t, d = cfg.train, cfg.data
     model = build_model(cfg.model, TASK[cfg.objective], init_std=t.init_std)
@@ -172,10 +203,11 @@ def run_pretrain(cfg: Config, accelerator=None) -> dict:
         ebs = t.eval_batch_size or t.batch_size
         eval_fn = lm_eval_fn(cfg.objective, valid, ebs, collate, t.eval_batches)
         final_fn = lm_eval_fn(cfg.objective, valid, ebs, collate, t.final_eval_batches)
-    trainer = Trainer(model, t, batches, cfg.output_dir, eval_fn=eval_fn, final_eval_fn=final_fn,
+    trainer = Trainer(model, cfg.train, batches, cfg.output_dir, eval_fn=eval_fn, final_eval_fn=final_fn,
                       accelerator=acc, summary_extra={"objective": cfg.objective, "run_dir": cfg.output_dir,
                                                       "train_tokens_available": len(train_cache)})
-    return trainer.fit()
+    config_yaml = Path(cfg.output_dir) / "config.yaml"
+    return trainer.fit(on_start=lambda: atomic_write_text(config_yaml, to_yaml(cfg)))
 
 
 def _report(summary: dict) -> None:

@@ -1,10 +1,12 @@
 """Process-level helpers of the Trainer: the Accelerator, signal capture, memory, token counts."""
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
 import threading
+from typing import Iterator
 
 import torch
 
@@ -52,12 +54,29 @@ def peak_memory_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class Interrupted(Exception):
+    """Raised by `Signals.interrupting()` when a signal arrives during abandonable work."""
+
+
 class Signals:
     """Records SIGINT/SIGTERM instead of dying, so the loop can checkpoint and stop cleanly."""
 
     def __init__(self) -> None:
         self.received: str | None = None
         self._old: dict = {}
+        self._raise = False
+
+    @contextlib.contextmanager
+    def interrupting(self) -> Iterator[None]:
+        """Inside this block a signal (or one already received) raises `Interrupted` at once:
+        for work that writes nothing and may be abandoned, such as an evaluation."""
+        self._raise = True
+        try:
+            if self.received is not None:
+                raise Interrupted(self.received)
+            yield
+        finally:
+            self._raise = False
 
     def __enter__(self) -> "Signals":
         if _in_main_thread():
@@ -67,6 +86,9 @@ class Signals:
 
     def _handle(self, signum, frame) -> None:
         self.received = signal.Signals(signum).name
+        if self._raise:
+            self._raise = False
+            raise Interrupted(self.received)
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._old.items():
