@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from nlpattn.config import load_config
 from nlpattn.models import load_model
@@ -43,11 +44,55 @@ def test_each_objective_writes_a_self_contained_run(tmp_path, objective, arch):
     assert {"step", "epoch", "split", "loss", "lr", "tokens_per_s"} <= set(events(run)[0])
 
 
-def test_bf16_mixed_precision_trains_on_cpu(tmp_path):
+MATMULS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
+           torch.ops.aten.baddbmm.default, torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default}
+
+
+class MatmulDtypes(TorchDispatchMode):
+    """Records the floating dtypes of every matmul / attention kernel's tensor inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, set]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in MATMULS:
+            dtypes = {a.dtype for a in args if torch.is_tensor(a) and a.is_floating_point()}
+            self.calls.append((func.overloadpacket.__name__, dtypes))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Accelerate keeps one mixed-precision setting per process: reset it around the test."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.mark.parametrize("precision,dtype", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_precision_sets_the_matmul_dtype(tmp_path, fresh_accelerate_state, precision, dtype):
+    """bf16 must reach the kernels (forward, backward and eval): finite losses alone would pass
+    with the setting silently ignored."""
+    cfg = load_config(None, tiny_overrides(tmp_path / "data", tmp_path / "run", max_steps=2, eval_every=1000,
+                                           final_eval_batches=1) + [f"train.precision={precision}"])
+    with MatmulDtypes() as seen:
+        summary = run_pretrain(cfg)
+    assert math.isfinite(summary["final_val_loss"]) and all(math.isfinite(e["loss"]) for e in events(tmp_path / "run"))
+    kinds = {name for name, _ in seen.calls}
+    assert {"mm", "addmm", "_scaled_dot_product_flash_attention_for_cpu"} <= kinds, kinds
+    wrong = [(name, dtypes) for name, dtypes in seen.calls if dtypes != {dtype}]
+    assert not wrong, f"{len(wrong)} of {len(seen.calls)} matmuls not in {dtype}: {wrong[:3]}"
+
+
+def test_bf16_from_the_command_line(tmp_path):
     result = run_cli(["pretrain", *tiny_overrides(tmp_path / "data", tmp_path / "run", max_steps=4),
                       "train.precision=bf16"])
     assert result.returncode == 0, result.stderr
     assert all(math.isfinite(e["loss"]) for e in events(tmp_path / "run"))
+    assert load_config(tmp_path / "run" / "config.yaml").train.precision == "bf16"
 
 
 BAD = {
