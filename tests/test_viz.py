@@ -17,14 +17,48 @@ def model():
     return build_model(cfg, "mlm").eval()
 
 
-def test_maps_are_the_models_attention(model):
-    ids = torch.randint(0, 30, (1, 6))
-    maps = attention_maps(model, ids)
-    assert [m.shape for m in maps] == [(2, 6, 6)] * 2
-    torch.testing.assert_close(maps[0].sum(-1), torch.ones(2, 6))
+def softmax_qk_from_weights(model, ids: torch.Tensor, causal: bool) -> list[torch.Tensor]:
+    """softmax(Q Kᵀ / √d_head) per layer, from each attention module's input and its projection
+    weights (written out here: no nlpattn attention code runs to produce these)."""
+    inputs = []
+    hooks = [layer.self_attn.register_forward_pre_hook(lambda m, args: inputs.append(args[0]))
+             for layer in model.body.layers]
     with torch.no_grad():
-        direct = model(ids, output_attentions=True).attentions[1][0]
-    torch.testing.assert_close(maps[1], direct)
+        model(ids)  # the default (SDPA) path: it returns no weights
+    for h in hooks:
+        h.remove()
+    maps = []
+    for layer, x in zip(model.body.layers, inputs):
+        attn = layer.self_attn
+        H, d = attn.n_heads, attn.d_model
+        w, b = attn.qkv_proj.weight, attn.qkv_proj.bias
+        q = (x[0] @ w[:d].T + b[:d]).view(-1, H, d // H).transpose(0, 1)  # (H, T, hd)
+        k = (x[0] @ w[d:2 * d].T + b[d:2 * d]).view(-1, H, d // H).transpose(0, 1)
+        scores = q @ k.transpose(1, 2) / (d // H) ** 0.5  # (H, T, T)
+        if causal:
+            T = scores.shape[-1]
+            scores = scores.masked_fill(torch.ones(T, T).triu(1).bool(), float("-inf"))
+        maps.append(scores.softmax(-1))
+    return maps
+
+
+@pytest.mark.parametrize("task", ["mlm", "clm"])
+def test_maps_equal_softmax_qk_computed_from_the_weights(task):
+    torch.manual_seed(0)
+    arch = "encoder" if task == "mlm" else "decoder"
+    cfg = ModelConfig(arch=arch, vocab_size=30, d_model=16, n_heads=2, d_ff=32, n_layers=2, max_len=16, dropout=0.0)
+    model = build_model(cfg, task).eval()
+    with torch.no_grad():  # large weights: attention far from uniform, so a wrong scale would show
+        for name, p in model.named_parameters():
+            if "qkv_proj.weight" in name:
+                p.normal_(0, 0.5)
+    ids = torch.randint(0, 30, (1, 6), generator=torch.Generator().manual_seed(1))
+    maps = attention_maps(model, ids)
+    expected = softmax_qk_from_weights(model, ids, causal=task == "clm")
+    assert [m.shape for m in maps] == [(2, 6, 6)] * 2
+    assert max(m.max().item() for m in expected) > 0.9  # far from uniform (1/6)
+    for got, want in zip(maps, expected):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
 
 
 def test_html_embeds_every_weight_and_token(model):
