@@ -323,7 +323,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, force: bool = False) ->
         if tok.is_file():
             import transformers
 
-            fast = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tok))
+            fast = transformers.PreTrainedTokenizerFast.from_pretrained(str(run_dir))  # with its special tokens
             fast.save_pretrained(str(tmp))
             shutil.copy(tok, tmp / "tokenizer.json")
         (tmp / EXPORT_MARK).write_text(json.dumps({"run": str(run_dir.resolve())}) + "\n", encoding="utf-8")
