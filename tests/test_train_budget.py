@@ -1,0 +1,29 @@
+"""train.max_minutes counts the wall time of every session of a run, not only the current one."""
+import json
+
+import pytest
+
+from nlpattn.train import checkpoint as ckpt
+from test_train import fit
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_time_budget_counts_across_resumes(tmp_path):
+    first, _ = fit(tmp_path, max_steps=6, save_every=6)
+    saved = ckpt.read_checkpoint(ckpt.list_checkpoints(tmp_path)[-1])["trainer_state"]
+    assert saved["step"] == 6 and saved["wall_s"] > 0
+    # A budget the first session already used up: the resumed one may take one step, no more
+    # (counted from zero it would have the whole budget again, ~6 steps' worth).
+    budget = saved["wall_s"] / 60
+    summary, _ = fit(tmp_path, max_steps=1000, save_every=1000, resume="auto", max_minutes=budget)
+    assert summary["resumed_from"].endswith("step-0000006")
+    assert summary["stop_reason"] == "max_minutes" and summary["steps"] == 7
+    assert summary["wall_s"] >= saved["wall_s"]
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 7
+
+
+def test_time_budget_left_over_is_spent_after_a_resume(tmp_path):
+    fit(tmp_path, max_steps=3, save_every=3)
+    summary, _ = fit(tmp_path, max_steps=8, save_every=1000, resume="auto", max_minutes=60.0)
+    assert summary["stop_reason"] == "max_steps" and summary["steps"] == 8
