@@ -41,3 +41,43 @@ def test_generate_rejects_non_clm_run_and_unknown_keys(clm_run, tmp_path):
     assert out.returncode == 2 and "did you mean 'prompt'" in out.stderr
     out = _generate("--run", str(tmp_path), "prompt=x")
     assert out.returncode == 2 and "no model.json" in out.stderr
+
+
+def _main(capsys, *args):
+    from nlpattn.cli import main
+
+    rc = main(["generate", *args])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_generate_batches_prompts_with_stop_strings_and_seeds(clm_run, capsys):
+    prompts = ("ROMEO:", "First Citizen:")
+    args = ["--run", str(clm_run), f"prompt={prompts[0]}", f"prompt={prompts[1]}", "max_new_tokens=40",
+            "top_k=5", "seed=3", "repetition_penalty=1.2"]
+    rc, free, err = _main(capsys, *args)
+    assert rc == 0, err
+    free_samples = free.split("---\n")[:2]
+    assert all(s.startswith(p) for s, p in zip(free_samples, prompts))
+    assert _main(capsys, *args)[1] == free  # same seed, same samples
+    stop = free_samples[0][len(prompts[0]) + 3]  # the 4th character the first prompt continues with
+    stopped = _main(capsys, *args, f"stop={stop}")[1].split("---\n")[:2]
+    for sample, unstopped, prompt in zip(stopped, free_samples, prompts):
+        cut = unstopped[len(prompt):].find(stop)  # the same draws up to the stop string, cut before it
+        assert sample.rstrip("\n") == (unstopped.rstrip("\n") if cut < 0 else prompt + unstopped[len(prompt):][:cut])
+    assert len(stopped[0]) <= len(prompts[0]) + 4
+    rc, greedy, _ = _main(capsys, "--run", str(clm_run), "prompt=ROMEO:", "temperature=0", "max_new_tokens=8",
+                          "use_cache=false")
+    assert rc == 0 and greedy == _main(capsys, "--run", str(clm_run), "prompt=ROMEO:", "temperature=0",
+                                       "max_new_tokens=8")[1]
+
+
+@pytest.mark.parametrize("option,key", [("max_new_tokens=0", "max_new_tokens"), ("max_new_tokens=-4", "max_new_tokens"),
+                                        ("max_new_tokens=ten", "max_new_tokens"), ("top_p=1.5", "top_p"),
+                                        ("top_k=0", "top_k"), ("temperature=-1", "temperature"),
+                                        ("repetition_penalty=0", "repetition_penalty"), ("use_cache=maybe", "use_cache"),
+                                        ("num_samples=0", "num_samples"), ("stop=", "stop")])
+def test_bad_generation_settings_exit_2_with_one_line(clm_run, capsys, option, key):
+    rc, out, err = _main(capsys, "--run", str(clm_run), "prompt=ROMEO:", option)
+    assert rc == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and f"'{key}'" in err, err

@@ -12,6 +12,7 @@ from nlpattn.errors import ConfigError
 from nlpattn.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only cost
 VOCAB = 53
 GATES = {"spatial": dict(spatial=True), "se+spatial": dict(se=True, spatial=True)}
 
