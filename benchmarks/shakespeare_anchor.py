@@ -6,15 +6,17 @@ preparation and periodic evaluation included), on the same machine in the same m
 1. reference: a minimal plain-PyTorch character GPT trained with the well-known CPU recipe
    (nanoGPT's shakespeare_char recipe with its CPU overrides: 4 layers, 4 heads, d=128, block 64,
    batch 12, 2000 iterations, AdamW lr 1e-3 → 1e-4 cosine, 100 warm-up, betas (0.9, 0.99),
-   weight decay 0.1 on matrices, clipping 1.0, dropout 0, no biases, eval every 250 iterations
-   on 20 batches per split);
-2. ours, same recipe: `nlpattn pretrain --config configs/pretrain/clm-shakespeare-char.yaml
-   train.max_steps=2000 train.lr=1e-3`;
+   weight decay 0.1 on matrices, clipping 1.0, dropout 0, no biases), with torch's fused AdamW
+   (as ours) and our evaluation work: every 400 iterations 2 × 128 validation blocks (not at
+   the last iteration), then the whole validation split once;
+2. ours, same recipe: `nlpattn pretrain --config configs/pretrain/clm-shakespeare-char.yaml`
+   with RECIPE as `train.*` overrides (max_steps=2000 lr=1e-3 ...);
 3. ours, shipped config: `nlpattn pretrain --config configs/pretrain/clm-shakespeare-char.yaml`.
 
-All three report the validation loss over the whole held-out 10% (the reference also prints its
-20-batch estimate, the figure nanoGPT logs). The ratio reference / ours is the figure to quote;
-absolute seconds depend on how busy the machine is.
+All three report the validation loss over the whole held-out 10%. `describe()` gives the
+reference's and ours' settings side by side (printed first; tests/test_benchmarks.py checks
+they match). The ratio reference / ours is the figure to quote; absolute seconds depend on how
+busy the machine is.
 
     python benchmarks/shakespeare_anchor.py [--skip-reference]
 """
@@ -33,6 +35,29 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data" / "tinyshakespeare" / "input.txt.gz"
 CONFIG = REPO / "configs" / "pretrain" / "clm-shakespeare-char.yaml"
+# The recipe both sides train with; ours gets it as overrides of CONFIG, the reference reads it.
+RECIPE = {"max_steps": 2000, "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100, "batch_size": 12,
+          "beta1": 0.9, "beta2": 0.99, "weight_decay": 0.1, "clip_grad": 1.0, "eval_every": 400,
+          "eval_batches": 2, "eval_batch_size": 128}
+OURS_RECIPE = [f"train.{k}={v}" for k, v in RECIPE.items()]
+
+
+def describe() -> dict:
+    """Both sides' settings (nothing is run): {"ours": {...}, "reference": {...}}."""
+    sys.path.insert(0, str(REPO))
+    from nlpattn.config import load_config
+
+    t = load_config(CONFIG, OURS_RECIPE).train
+    ours = {"optimizer": "AdamW", "fused": True, "lr": t.lr, "min_lr": t.min_lr, "betas": (t.beta1, t.beta2),
+            "eps": t.adam_eps, "weight_decay": t.weight_decay, "batch": t.batch_size, "steps": t.max_steps,
+            "schedule": (t.schedule, t.warmup_steps), "clip": t.clip_grad,
+            "eval": (t.eval_every, t.eval_batches, t.eval_batch_size, t.final_eval_batches)}
+    r = RECIPE
+    reference = {"optimizer": "AdamW", "fused": True, "lr": r["lr"], "min_lr": r["min_lr"],
+                 "betas": (r["beta1"], r["beta2"]), "eps": 1e-8, "weight_decay": r["weight_decay"],
+                 "batch": r["batch_size"], "steps": r["max_steps"], "schedule": ("cosine", r["warmup_steps"]),
+                 "clip": r["clip_grad"], "eval": (r["eval_every"], r["eval_batches"], r["eval_batch_size"], None)}
+    return {"ours": ours, "reference": reference}
 
 
 def train_reference(seed: int = 0) -> dict:
@@ -48,7 +73,7 @@ def train_reference(seed: int = 0) -> dict:
     data = torch.tensor([lookup[c] for c in text], dtype=torch.long)
     n_train = int(0.9 * len(data))
     splits = {"train": data[:n_train], "val": data[n_train:]}
-    vocab, d, n_layers, n_heads, block, batch = len(chars), 128, 4, 4, 64, 12
+    vocab, d, n_layers, n_heads, block, batch = len(chars), 128, 4, 4, 64, RECIPE["batch_size"]
 
     class Block(nn.Module):
         def __init__(self):
@@ -85,9 +110,9 @@ def train_reference(seed: int = 0) -> dict:
             logits = self.head(self.ln_f(x))
             return F.cross_entropy(logits.view(-1, vocab), targets.reshape(-1))
 
-    def get_batch(split):
+    def get_batch(split, size=batch):
         src = splits[split]
-        start = torch.randint(len(src) - block, (batch,))
+        start = torch.randint(len(src) - block, (size,))
         x = torch.stack([src[i:i + block] for i in start])
         y = torch.stack([src[i + 1:i + 1 + block] for i in start])
         return x, y
@@ -95,19 +120,21 @@ def train_reference(seed: int = 0) -> dict:
     model = CharGPT()
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=1e-3, betas=(0.9, 0.99))
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": RECIPE["weight_decay"]},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=RECIPE["lr"],
+                            betas=(RECIPE["beta1"], RECIPE["beta2"]), eps=1e-8, fused=True)
 
-    def lr_at(it, max_lr=1e-3, min_lr=1e-4, warmup=100, total=2000):
+    def lr_at(it, max_lr=RECIPE["lr"], min_lr=RECIPE["min_lr"], warmup=RECIPE["warmup_steps"],
+              total=RECIPE["max_steps"]):
         if it < warmup:
             return max_lr * (it + 1) / (warmup + 1)
         ratio = (it - warmup) / (total - warmup)
         return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (max_lr - min_lr)
 
     @torch.no_grad()
-    def estimate(split, iters=20):
+    def estimate(split, iters=RECIPE["eval_batches"], size=RECIPE["eval_batch_size"]):
         model.eval()
-        loss = sum(model(*get_batch(split)).item() for _ in range(iters)) / iters
+        loss = sum(model(*get_batch(split, size)).item() for _ in range(iters)) / iters
         model.train()
         return loss
 
@@ -121,19 +148,18 @@ def train_reference(seed: int = 0) -> dict:
         total = sum(model(x[i:i + 128], y[i:i + 128]).item() * len(x[i:i + 128]) for i in range(0, n_blocks, 128))
         return total / n_blocks
 
-    for it in range(2001):
+    steps, every = RECIPE["max_steps"], RECIPE["eval_every"]
+    for it in range(steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(it)
-        if it % 250 == 0:
-            estimate("train"), estimate("val")
-        if it == 2000:
-            break
         loss = model(*get_batch("train"))
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), RECIPE["clip_grad"])
         opt.step()
         opt.zero_grad(set_to_none=True)
-    return {"val_loss_20_batches": estimate("val"), "final_val_loss": full_val_loss()}
+        if (it + 1) % every == 0 and it + 1 < steps:  # as ours: periodic evals, not at the last step
+            estimate("val")
+    return {"final_val_loss": full_val_loss()}
 
 
 def timed(cmd: list[str]) -> tuple[float, str]:
@@ -165,14 +191,15 @@ def main() -> None:
     if args.reference:
         print(json.dumps(train_reference()))
         return
+    for side, facts in describe().items():
+        print(f"{side}: " + ", ".join(f"{k}={v}" for k, v in facts.items()))
     rows = []
     if not args.skip_reference:
         wall, out = timed([sys.executable, __file__, "--reference"])
         ref = json.loads(out.strip().splitlines()[-1])
-        rows.append(("reference (nanoGPT-style, recipe)", 2000, wall, ref["final_val_loss"]))
-        print(f"reference 20-batch val estimate: {ref['val_loss_20_batches']:.3f}")
+        rows.append(("reference (nanoGPT-style, recipe)", RECIPE["max_steps"], wall, ref["final_val_loss"]))
     with tempfile.TemporaryDirectory() as tmp:
-        same = run_ours(Path(tmp) / "recipe", ["train.max_steps=2000", "train.lr=1e-3"])
+        same = run_ours(Path(tmp) / "recipe", OURS_RECIPE)
         shipped = run_ours(Path(tmp) / "shipped", [])
     rows.append(("nlpattn, same recipe", same["steps"], same["wall_s"], same["final_val_loss"]))
     rows.append(("nlpattn, shipped config", shipped["steps"], shipped["wall_s"], shipped["final_val_loss"]))
