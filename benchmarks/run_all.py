@@ -1,6 +1,6 @@
 """`make bench`: the quick benchmarks one after another (never concurrently: they time things).
 
-    python benchmarks/run_all.py          # reference diffs, model speed, tokenize speed (minutes)
+    python benchmarks/run_all.py          # reference diffs, model speed, tokenize speed, KV-cache generation (minutes)
     python benchmarks/run_all.py --long   # also the shakespeare anchor (~6 min) and SST-2 vs the peer (~45 min)
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-QUICK = ["reference_diffs.py", "model_speed.py", "tokenize_speed.py"]
+QUICK = ["reference_diffs.py", "model_speed.py", "tokenize_speed.py", "generate_cache.py"]
 LONG = ["shakespeare_anchor.py", "sst2_peer.py"]
 
 

@@ -263,3 +263,22 @@ def test_beam_search_finds_the_brute_force_best(seed, length_penalty):
         assert ranked[0][1] == [0, 1, 3] and one != ranked[0][1]
     with pytest.raises(ConfigError, match="num_beams"):
         beam_search(model, src, bos_id=0, eos_id=3, num_beams=0)
+
+
+def test_generate_cache_benchmark_smoke(tmp_path, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "generate_cache.py"
+    spec = importlib.util.spec_from_file_location("generate_cache", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "gc.json"
+    assert bench.main(["--new-tokens", "6", "--d-model", "16", "--layers", "1", "--heads", "2", "--vocab", "40",
+                       "--repeats", "1", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["same_tokens"] and set(report["results"]) == {"cache", "no cache"}
+    assert report["speedup"] == pytest.approx(report["results"]["cache"]["tokens_per_s"]
+                                              / report["results"]["no cache"]["tokens_per_s"])
+    assert "| cache |" in capsys.readouterr().out
