@@ -38,7 +38,7 @@ CONFIG = REPO / "configs" / "pretrain" / "clm-shakespeare-char.yaml"
 # The recipe both sides train with; ours gets it as overrides of CONFIG, the reference reads it.
 RECIPE = {"max_steps": 2000, "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100, "batch_size": 12,
           "beta1": 0.9, "beta2": 0.99, "weight_decay": 0.1, "clip_grad": 1.0, "eval_every": 400,
-          "eval_batches": 2, "eval_batch_size": 128}
+          "eval_batches": 2, "eval_batch_size": 128, "precision": "fp32"}
 OURS_RECIPE = [f"train.{k}={v}" for k, v in RECIPE.items()]
 
 
@@ -51,12 +51,14 @@ def describe() -> dict:
     ours = {"optimizer": "AdamW", "fused": True, "lr": t.lr, "min_lr": t.min_lr, "betas": (t.beta1, t.beta2),
             "eps": t.adam_eps, "weight_decay": t.weight_decay, "batch": t.batch_size, "steps": t.max_steps,
             "schedule": (t.schedule, t.warmup_steps), "clip": t.clip_grad,
-            "eval": (t.eval_every, t.eval_batches, t.eval_batch_size, t.final_eval_batches)}
+            "eval": (t.eval_every, t.eval_batches, t.eval_batch_size, t.final_eval_batches),
+            "precision": t.precision}
     r = RECIPE
     reference = {"optimizer": "AdamW", "fused": True, "lr": r["lr"], "min_lr": r["min_lr"],
                  "betas": (r["beta1"], r["beta2"]), "eps": 1e-8, "weight_decay": r["weight_decay"],
                  "batch": r["batch_size"], "steps": r["max_steps"], "schedule": ("cosine", r["warmup_steps"]),
-                 "clip": r["clip_grad"], "eval": (r["eval_every"], r["eval_batches"], r["eval_batch_size"], None)}
+                 "clip": r["clip_grad"], "eval": (r["eval_every"], r["eval_batches"], r["eval_batch_size"], None),
+                 "precision": "fp32"}  # plain float32 training
     return {"ours": ours, "reference": reference}
 
 

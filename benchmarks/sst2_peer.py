@@ -38,6 +38,7 @@ from nlpattn.train.schedule import build_optimizer, param_groups
 
 CONFIG = "configs/finetune/sst2.yaml"
 BERT_LAYOUT = ["model.norm=post", "model.type_vocab_size=2"]
+FAIR = ["train.precision=fp32"]  # the peer runs in float32 (no autocast): so does ours
 
 
 def peer_optimizer(model: torch.nn.Module, t) -> torch.optim.Optimizer:
@@ -63,18 +64,19 @@ def optimizer_facts(opt: torch.optim.Optimizer) -> dict:
 
 def describe(overrides: list[str] | None = None) -> dict:
     """Both sides' training settings (built, not run): {"ours": {...}, "peer": {...}}."""
-    cfg = load_config(CONFIG, ["tokenizer.kind=char", *(overrides or [])])
+    overrides = [*FAIR, *(overrides or [])]
+    cfg = load_config(CONFIG, ["tokenizer.kind=char", *overrides])
     t = cfg.train
     torch.manual_seed(0)
     from nlpattn.models import build_model
 
-    ours_model = build_model(load_config(CONFIG, ["tokenizer.kind=char", *(overrides or []), *BERT_LAYOUT]).model,
+    ours_model = build_model(load_config(CONFIG, ["tokenizer.kind=char", *overrides, *BERT_LAYOUT]).model,
                              "classification", num_labels=2)
     peer = peer_model(cfg, ours_model.cfg.vocab_size, 0)
     common = {"batch": t.batch_size, "epochs": t.epochs, "max_length": cfg.glue.max_length, "clip": t.clip_grad,
               "schedule": (t.schedule, t.warmup_ratio, t.min_lr), "eval": "whole dev set, once, after training"}
-    return {"ours": {**optimizer_facts(build_optimizer(ours_model, t)), **common},
-            "peer": {**optimizer_facts(peer_optimizer(peer, t)), **common,
+    return {"ours": {**optimizer_facts(build_optimizer(ours_model, t)), **common, "precision": t.precision},
+            "peer": {**optimizer_facts(peer_optimizer(peer, t)), **common, "precision": "fp32",
                      "schedule": ("linear", t.warmup_ratio, 0.0)}}
 
 
@@ -141,7 +143,7 @@ def main() -> None:
     p.add_argument("--out", default="runs/bench-sst2-peer")
     p.add_argument("--epochs", type=float, help="fewer epochs for a quick check (default: the config's 1)")
     args = p.parse_args()
-    overrides = [f"train.epochs={args.epochs}"] if args.epochs else []
+    overrides = FAIR + ([f"train.epochs={args.epochs}"] if args.epochs else [])
     for side, facts in describe(overrides).items():
         print(f"{side}: " + ", ".join(f"{k}={v}" for k, v in facts.items()))
     rows = []

@@ -5,7 +5,7 @@ import pytest
 
 from test_train_utils import REPO
 
-SAME = ("optimizer", "fused", "lr", "betas", "eps", "batch", "schedule", "clip")
+SAME = ("optimizer", "fused", "lr", "betas", "eps", "batch", "schedule", "clip", "precision")
 
 
 def load(name: str):
