@@ -191,3 +191,122 @@ def sequential_ops_order(kind: str) -> str:
 def paper_row(kind: str) -> tuple[str, str, str]:
     """(complexity per layer, sequential operations, maximum path length) from the paper."""
     return PAPER[PAPER_ROW[kind]]
+
+
+# --- whole models: FLOPs per training step (for MFU) ------------------------------------------
+# A ModelConfig-like object is read by attribute only (no import: this module stays torch-free).
+# Training FLOPs are 3 × forward: the backward of every product computes the gradient of both
+# operands (input and weight), 2 × its forward FLOPs; every counted product has a trainable or
+# gradient-carrying operand on each side, from the token embeddings onwards — except the
+# recurrent product of a zero initial state (no gradient flows into it: `rnn_backward_saving`).
+
+
+def _bidirectional(cfg, causal: bool) -> bool:
+    """Whether a recurrent / convolutional body reads both directions (as `sequence_direction`)."""
+    return (not causal) if cfg.bidirectional is None else bool(cfg.bidirectional)
+
+
+def transformer_layer_flops(cfg, n: int, memory_len: int = 0) -> int:
+    """Forward FLOPs of one Transformer block over one sequence of n positions (all n² scores,
+    as executed), plus cross-attention over `memory_len` encoder positions when > 0."""
+    d, ff = cfg.d_model, cfg.d_ff
+    flops = 2 * n * d * 3 * d + 2 * n * d * d + 4 * n * n * d + 4 * n * d * ff
+    if memory_len:
+        s = memory_len
+        flops += 2 * n * d * d + 2 * s * d * 2 * d + 2 * n * d * d + 4 * n * s * d  # q, kv, out, QKᵀ·AV
+    return flops
+
+
+def rnn_layer_flops(cfg, positions: int, causal: bool) -> int:
+    """Forward FLOPs of one LSTM/GRU layer over `positions` (real, when packed) time steps:
+    per direction G gates × (input d → h + hidden h → h); bidirectional runs d/2 units each way."""
+    g, d = RNN_GATES[cfg.body], cfg.d_model
+    directions = 2 if _bidirectional(cfg, causal) else 1
+    h = d // directions
+    return directions * 2 * positions * g * h * (d + h)
+
+
+def rnn_backward_saving(cfg, batch: int, causal: bool, reverse_rows: int | None = None) -> int:
+    """FLOPs the backward skips in a recurrent body: a hidden product that reads only the zero
+    initial state needs no gradient (per layer, direction and row: 2·G·h·h). In a packed batch the
+    backward direction starts only the `reverse_rows` longest rows so; the others join later."""
+    if cfg.body not in RNN_GATES:
+        return 0
+    bidirectional = _bidirectional(cfg, causal)
+    h = cfg.d_model // (2 if bidirectional else 1)
+    rows = batch + ((batch if reverse_rows is None else reverse_rows) if bidirectional else 0)
+    return cfg.n_layers * rows * 2 * RNN_GATES[cfg.body] * h * h
+
+
+def conv_layer_flops(cfg, n: int, causal: bool) -> int:
+    """Forward FLOPs of one convolution layer (k taps, d → 2d for GLU or d for GELU) with its
+    optional squeeze-and-excitation and spatial gates, over one sequence of n positions."""
+    d, out = cfg.d_model, 2 * cfg.d_model if cfg.conv_activation == "glu" else cfg.d_model
+    spec = LayerSpec("conv", d, causal=not _bidirectional(cfg, causal), se=cfg.se,
+                     spatial=cfg.spatial, spatial_kernel=cfg.spatial_kernel)
+    return 2 * n * cfg.kernel_size * d * out + gate_flops(spec, n)
+
+
+def body_forward_flops(cfg, batch: int, n: int, *, causal: bool, memory_len: int = 0,
+                       rnn_positions: int | None = None, decoder: bool = False) -> int:
+    """Forward FLOPs of a whole body over (batch, n, d); `rnn_positions` = real positions of a
+    packed (right-padded, bidirectional) recurrent batch, None → batch·n."""
+    layers = cfg.n_decoder_layers if decoder and cfg.n_decoder_layers else cfg.n_layers
+    if cfg.body == "transformer":
+        return layers * batch * transformer_layer_flops(cfg, n, memory_len)
+    if cfg.body in RNN_GATES:
+        return layers * rnn_layer_flops(cfg, batch * n if rnn_positions is None else rnn_positions, causal)
+    if cfg.body == "cnn":
+        return layers * batch * conv_layer_flops(cfg, n, causal)
+    raise ValueError(f"unknown body '{cfg.body}'")
+
+
+def head_forward_flops(cfg, task: str, rows: int, num_labels: int = 2) -> int:
+    """Forward FLOPs of the head over `rows` vectors: the positions projected onto the vocabulary
+    (an MLM given labels projects its masked positions only), or the pooled rows of a classifier."""
+    d, v = cfg.d_model, cfg.vocab_size
+    if task == "mlm":
+        return rows * (2 * d * d * bool(cfg.mlm_transform) + 2 * d * v)
+    if task in ("clm", "seq2seq"):
+        return rows * 2 * d * v
+    if task in ("classification", "regression"):
+        return rows * (2 * d * d * bool(cfg.pooler) + 2 * d * (1 if task == "regression" else num_labels))
+    raise ValueError(f"unknown task '{task}'")
+
+
+def model_forward_flops(cfg, task: str, batch: int, n: int, *, head_rows: int | None = None,
+                        decoder_len: int = 0, rnn_positions: int | None = None, num_labels: int = 2) -> int:
+    """Forward FLOPs of a whole model (embeddings → body → head) on a (batch, n) input:
+    `head_rows` = masked positions of an MLM batch with labels (None → every position);
+    seq2seq: `decoder_len` target positions attend to the n source positions."""
+    if task == "seq2seq":
+        enc = body_forward_flops(cfg, batch, n, causal=False, rnn_positions=rnn_positions)
+        dec = body_forward_flops(cfg, batch, decoder_len, causal=True, memory_len=n, decoder=True)
+        return enc + dec + head_forward_flops(cfg, task, batch * decoder_len)
+    body = body_forward_flops(cfg, batch, n, causal=_task_causal(cfg, task), rnn_positions=rnn_positions)
+    if task in ("classification", "regression"):
+        return body + head_forward_flops(cfg, task, batch, num_labels)
+    return body + head_forward_flops(cfg, task, batch * n if head_rows is None else head_rows)
+
+
+def _task_causal(cfg, task: str) -> bool:
+    """Whether the (first) body of `task` runs causally: CLM, and classifiers on a decoder."""
+    return task == "clm" or (task in ("classification", "regression") and cfg.arch == "decoder")
+
+
+def batch_training_flops(cfg, task: str, batch: dict, num_labels: int = 2) -> int:
+    """FLOPs of forward + backward (3 × forward, less `rnn_backward_saving`) of `model(**batch)`, from the batch's shapes
+    (and, for an MLM, the number of masked labels; for a packed recurrent encoder, real tokens)."""
+    ids = batch["input_ids"]
+    b, n = ids.shape
+    labels, mask = batch.get("labels"), batch.get("attention_mask")
+    head_rows = int((labels != -100).sum()) if task == "mlm" and labels is not None else None
+    dec = batch.get("decoder_input_ids")
+    rnn_positions = reverse_rows = None
+    if cfg.body in RNN_GATES and mask is not None and _bidirectional(cfg, _task_causal(cfg, task)):
+        if not bool(mask.all()):  # packed: each row runs its real length (at least 1)
+            lengths = mask.sum(dim=1).clamp(min=1)
+            rnn_positions, reverse_rows = int(lengths.sum()), int((lengths == lengths.max()).sum())
+    forward = model_forward_flops(cfg, task, b, n, head_rows=head_rows, rnn_positions=rnn_positions,
+                                  decoder_len=dec.shape[1] if dec is not None else 0, num_labels=num_labels)
+    return 3 * forward - rnn_backward_saving(cfg, b, _task_causal(cfg, task), reverse_rows)
