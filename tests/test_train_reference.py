@@ -21,7 +21,7 @@ STEPS, VOCAB = 20, 97
 LR, MIN_LR, WARMUP, DECAY, BETAS, EPS, CLIP = 2e-3, 2e-4, 4, 0.05, (0.9, 0.98), 1e-8, 0.5
 CFG = dict(max_steps=STEPS, lr=LR, min_lr=MIN_LR, warmup_steps=WARMUP, schedule="cosine", weight_decay=DECAY,
            beta1=BETAS[0], beta2=BETAS[1], adam_eps=EPS, clip_grad=CLIP, log_every=1, eval_every=1000,
-           save_every=1000, progress=False, resume="never")
+           save_every=1000, progress=False, resume="never", precision="fp32")
 # Measured on CPU: 1 float32 step at the loss's size (4.8e-7 at loss ~4.6) for BERT and GPT-2,
 # 3 steps for the SGD accumulation test (7.2e-7 at loss ~3.9); a missing 1/grad_accum: 0.14.
 ROUNDING_STEPS = 4
