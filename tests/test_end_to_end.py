@@ -23,7 +23,8 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     args = [a for a in tiny_overrides(tmp / "data", tmp / "run", objective="mlm", max_steps=3, eval_every=1000,
                                       final_eval_batches=1) if not a.startswith("tokenizer.")]
-    args += ["tokenizer.kind=wordpiece", "tokenizer.vocab_size=300", "model.norm=post", "model.type_vocab_size=2"]
+    args += ["tokenizer.kind=wordpiece", "tokenizer.vocab_size=300", "model.norm=post", "model.type_vocab_size=2",
+             "train.precision=fp32"]  # one precision per process (Accelerate), as the other in-process runs
     assert main(["pretrain", *args]) == 0
     return tmp / "run"
 

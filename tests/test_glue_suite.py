@@ -50,7 +50,7 @@ def test_glue_command_runs_each_task_and_scores_them_the_official_way(tmp_path):
     text = tmp_path / "chars.txt"  # the char tokenizer's training text: every character of the data
     text.write_text("".join(p.read_text() for p in sorted(glue.rglob("*.tsv"))), encoding="utf-8")
     rc = main(["glue", "--out", str(out), "tasks=rte,stsb,mnli", *TINY, f"glue.data_dir={glue}",
-               f"data.train_files=[{text}]", "train.epochs=0.5", "train.eval_every=1000"])
+               f"data.train_files=[{text}]", "train.epochs=0.5", "train.eval_every=1000", "train.precision=fp32"])
     assert rc == 0
     board = json.loads((out / "glue.json").read_text())
     assert board["tasks"] == ["rte", "stsb", "mnli"]
@@ -89,9 +89,11 @@ def test_glue_from_a_pretrained_run_writes_next_to_it(tmp_path):
     from test_train_utils import tiny_overrides
 
     glue, run = tiny_glue(tmp_path / "glue"), tmp_path / "mlm"
-    assert main(["pretrain", *tiny_overrides(tmp_path / "data", run, objective="mlm", max_steps=20)]) == 0
+    assert main(["pretrain", *tiny_overrides(tmp_path / "data", run, objective="mlm", max_steps=20),
+                 "train.precision=fp32"]) == 0
     assert main(["glue", "--init", str(run), "tasks=rte", f"glue.data_dir={glue}", "train.epochs=0.5",
-                 "train.progress=false", "train.batch_size=16", "glue.max_length=32", "data.block_size=32"]) == 0
+                 "train.progress=false", "train.batch_size=16", "glue.max_length=32", "data.block_size=32",
+                 "train.precision=fp32"]) == 0
     board = json.loads((tmp_path / "mlm-glue" / "glue.json").read_text())
     assert board["init"] == str(run) and board["tasks"] == ["rte"]
     report = json.loads((tmp_path / "mlm-glue" / "rte" / "eval" / "rte.json").read_text())
