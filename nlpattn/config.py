@@ -126,7 +126,8 @@ class TrainConfig:
     clip_grad: float | None = 1.0
     seed: int = 0
     group_by_length: bool = True  # fine-tuning: batch sentences of similar length (less padding)
-    precision: str = "fp32"  # fp32 | bf16 | fp16
+    precision: str = "auto"  # auto (bf16 where the CPU/GPU has native bf16, else fp32) | fp32 | bf16 | fp16
+    peak_flops: float | None = None  # device peak FLOP/s for `mfu`; None → measured once per machine (cached)
     compile: bool = False
     log_every: int = 50
     eval_every: int = 500
@@ -432,12 +433,12 @@ def validate(cfg: Config, source: str) -> None:
     validate_model(cfg.model, source)
     _choice(cfg.objective, OBJECTIVES, "objective", source)
     _choice(cfg.tokenizer.kind, TOKENIZER_KINDS, "tokenizer.kind", source)
-    _choice(cfg.train.precision, ("fp32", "bf16", "fp16"), "train.precision", source)
+    _choice(cfg.train.precision, ("auto", "fp32", "bf16", "fp16"), "train.precision", source)
     _choice(cfg.train.schedule, ("cosine", "linear", "constant"), "train.schedule", source)
     for key in ("max_steps", "batch_size", "grad_accum", "log_every", "eval_every", "save_every", "keep_last"):
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"{source}: key 'train.{key}' must be >= 1, got {getattr(cfg.train, key)}")
-    for key in ("max_minutes", "epochs", "lr"):
+    for key in ("max_minutes", "epochs", "lr", "peak_flops"):
         value = getattr(cfg.train, key)
         if value is not None and not 0 < value < float("inf"):
             raise ConfigError(f"{source}: key 'train.{key}' must be a positive number, got {value}")

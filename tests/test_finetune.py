@@ -15,6 +15,7 @@ from nlpattn.train.finetune import classifier_from, run_finetune
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.d_ff=64",
         "tokenizer.kind=char", "train.progress=false", "train.batch_size=16", f"glue.data_dir={REPO / 'data/glue'}",
+        "train.precision=fp32",  # in-process runs share one Accelerate precision; numerics in fp32
         f"data.train_files=[{REPO / 'data/tinyshakespeare/input.txt.gz'}]"]
 
 

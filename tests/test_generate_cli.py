@@ -17,7 +17,7 @@ def clm_run(tmp_path_factory):
     cfg = load_config(REPO / "configs/pretrain/clm-shakespeare-char.yaml",
                       [f"output_dir={run}", "train.max_steps=30", "train.progress=false", "model.n_layers=1",
                        "model.d_model=32", "model.d_ff=64", "train.eval_every=1000", "train.eval_batches=2",
-                       "train.final_eval_batches=2", "train.save_every=1000",
+                       "train.final_eval_batches=2", "train.save_every=1000", "train.precision=fp32",
                        f"data.train_files=[{REPO / 'data/tinyshakespeare/input.txt.gz'}]"])
     run_pretrain(cfg)
     return run

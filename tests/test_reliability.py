@@ -67,9 +67,11 @@ def _hash(p: Path) -> str:
 
 
 def cli(capsys, *argv: str) -> tuple[int, str]:
-    """Run `nlpattn ARGV` in-process; (exit code, stderr)."""
+    """Run `nlpattn ARGV` in-process; (exit code, stderr). Training commands pin fp32: Accelerate
+    keeps one precision per process, and `auto` may be bf16 on the machine."""
     capsys.readouterr()
-    code = main([str(a) for a in argv])
+    pin = ["train.precision=fp32"] if argv and argv[0] in ("pretrain", "finetune") else []
+    code = main([str(a) for a in argv] + pin)
     return code, capsys.readouterr().err
 
 

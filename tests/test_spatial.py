@@ -173,6 +173,7 @@ def test_glue_finetuning_a_cnn_with_se_and_spatial_gates(tmp_path):
         "task=wnli", f"output_dir={run}", "model.body=cnn", "model.se=true", "model.spatial=true",
         "model.spatial_kernel=3", "model.position=none", "model.d_model=16", "model.n_layers=2",
         "tokenizer.kind=char", "train.progress=false", "train.batch_size=16", "train.epochs=0.2", "glue.max_length=64",
+        "train.precision=fp32",
         f"glue.data_dir={REPO / 'data/glue'}", f"data.train_files=[{REPO / 'data/tinyshakespeare/input.txt.gz'}]"])
     report = run_finetune(cfg)
     assert 0.0 <= report["metrics"]["wnli"]["accuracy"] <= 1.0

@@ -16,7 +16,7 @@ from test_train_utils import ListBatches, events, tiny_clm
 
 def train_cfg(**kw) -> TrainConfig:
     opts = dict(max_steps=6, batch_size=4, lr=1e-2, warmup_steps=1, log_every=1, eval_every=1000,
-                save_every=2, keep_last=5, progress=False, resume="never")
+                save_every=2, keep_last=5, progress=False, resume="never", precision="fp32")
     opts.update(kw)
     return TrainConfig(**opts)
 

@@ -35,7 +35,8 @@ def tiny_overrides(data_dir: Path, out: Path, objective: str = "clm", **train) -
     train_file, valid_file = tiny_text(data_dir)
     opts = {"max_steps": 12, "batch_size": 4, "lr": 3e-3, "warmup_steps": 2, "log_every": 1,
             "eval_every": 6, "eval_batches": 2, "eval_batch_size": 8, "final_eval_batches": 4,
-            "save_every": 4, "keep_last": 2, "progress": False, "num_threads": 1}
+            "save_every": 4, "keep_last": 2, "progress": False, "num_threads": 1,
+            "precision": "fp32"}  # tests compare numerics: never the machine-dependent auto
     opts.update(train)
     return [f"objective={objective}", f"output_dir={out}", "model.d_model=32", "model.n_layers=2",
             "model.n_heads=4", "model.d_ff=64", "model.max_len=32", "model.dropout=0.0",

@@ -26,7 +26,8 @@ from nlpattn.errors import CheckpointError, NlpattnError, TrainingError
 from nlpattn.fileio import atomic_write_json
 from nlpattn.train import checkpoint as ckpt
 from nlpattn.train.log import RunLogger
-from nlpattn.train.runtime import Interrupted, Signals, count_tokens, make_accelerator, peak_memory_mib
+from nlpattn.train.runtime import (Interrupted, Signals, count_tokens, make_accelerator, peak_memory_mib,
+                                   run_precision)
 from nlpattn.train.schedule import build_optimizer, build_scheduler
 
 EvalFn = Callable[[nn.Module, "object"], dict]  # (model, accelerator) → {"loss": ..., ...}
@@ -53,6 +54,7 @@ class TrainerState:
 
     step: int = 0  # optimizer steps done
     tokens: int = 0  # input tokens seen, all processes
+    flops: float = 0.0  # training FLOPs done (analytic), all processes; 0 if not known
     wall_s: float = 0.0  # fit() wall time of earlier sessions (resumes add up)
     train_s: float = 0.0  # time in training steps only (no eval / checkpoint)
     nan_skipped: int = 0
@@ -65,10 +67,16 @@ class Trainer:
     def __init__(self, model: nn.Module, cfg: TrainConfig, train_batches: BatchSource,
                  run_dir: str | os.PathLike, *, eval_fn: EvalFn | None = None,
                  final_eval_fn: EvalFn | None = None, accelerator=None,
-                 tokens_fn: Callable[[dict], int] = count_tokens, summary_extra: dict | None = None) -> None:
+                 tokens_fn: Callable[[dict], int] = count_tokens, summary_extra: dict | None = None,
+                 flops_fn: Callable[[dict], int] | None = None) -> None:
+        from nlpattn.train.mfu import model_flops_fn
+
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.accelerator = accelerator if accelerator is not None else make_accelerator(cfg)
+        self.precision, self.precision_reason = run_precision(cfg, self.accelerator)
         self.batches, self.tokens_fn = train_batches, tokens_fn
+        self.flops_fn = flops_fn if flops_fn is not None else model_flops_fn(model)  # FLOPs of a micro-batch
+        self.peak: tuple[float, str] | None = None  # (peak FLOP/s of one process, its source): main process
         self.eval_fn, self.final_eval_fn = eval_fn, final_eval_fn or eval_fn
         self.summary_extra = dict(summary_extra or {})
         self.state = TrainerState()
@@ -94,9 +102,12 @@ class Trainer:
         self._resume()
         if on_start is not None and acc.is_main_process:
             on_start()
+        if acc.is_main_process:
+            self.peak = self._peak_flops()
         acc.wait_for_everyone()
         self.logger = RunLogger(self.run_dir, enabled=acc.is_main_process, progress=self.cfg.progress,
                                 total_steps=self.cfg.max_steps, start_step=self.state.step)
+        self.logger.write(self._start_line())
         try:
             with Signals() as signals:
                 self.model.train()
@@ -109,7 +120,7 @@ class Trainer:
     def _loop(self, signals: Signals) -> str:
         cfg, st = self.cfg, self.state
         self._pending: list[tuple[int, torch.Tensor, bool]] = []
-        self._tokens_local, self._t_log, self._t_excluded = 0, time.perf_counter(), 0.0
+        self._tokens_local, self._flops_local, self._t_log, self._t_excluded = 0, 0, time.perf_counter(), 0.0
         while st.step < cfg.max_steps:
             t = time.perf_counter()
             loss, skipped = self._train_step()
@@ -135,6 +146,8 @@ class Trainer:
         for _ in range(self.cfg.grad_accum):
             batch = next(self.batches)
             self._tokens_local += self.tokens_fn(batch)
+            if self.flops_fn is not None:
+                self._flops_local += self.flops_fn(batch)
             batch = {k: v.to(acc.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
             with acc.accumulate(self.model):
                 loss = self.model(**batch).loss
@@ -196,32 +209,55 @@ class Trainer:
         if not self._pending:
             return
         acc, st, pending = self.accelerator, self.state, self._pending
-        packed = torch.stack([loss for _, loss, _ in pending] + [torch.zeros((), device=acc.device)])
-        packed = packed.double()
-        packed[-1] = float(self._tokens_local)
+        zero = torch.zeros((), device=acc.device)
+        packed = torch.stack([loss for _, loss, _ in pending] + [zero, zero]).double()
+        packed[-2], packed[-1] = float(self._tokens_local), float(self._flops_local)
         if acc.num_processes > 1:
             packed = acc.reduce(packed, "sum")
-            packed[:-1] /= acc.num_processes
+            packed[:-2] /= acc.num_processes
         values = packed.tolist()
-        losses = [(s, v) for (s, _, skipped), v in zip(pending, values[:-1]) if not skipped]
+        tokens, flops = values[-2], values[-1]
+        losses = [(s, v) for (s, _, skipped), v in zip(pending, values[:-2]) if not skipped]
         for s, v in losses:
             if not math.isfinite(v):
                 raise TrainingError(f"step {s}: loss is {v} (non-finite); stopping. Lower train.lr, "
                                     f"set train.clip_grad, or allow skips with train.nan_skip=N")
         now = time.perf_counter()
         seconds = max(now - self._t_log - self._t_excluded, 1e-9)
-        st.tokens += int(values[-1])
+        st.tokens += int(tokens)
+        st.flops += flops
         event = {"step": st.step, "epoch": self._epoch(), "split": "train",
                  "loss": sum(v for _, v in losses) / len(losses) if losses else float("nan"),
-                 "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": values[-1] / seconds,
-                 "tokens": st.tokens}
+                 "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": tokens / seconds,
+                 "tokens": st.tokens, **self._mfu(flops, tokens, seconds)}
         if self._grad_norm is not None:
             event["grad_norm"] = float(self._grad_norm)
         if len(losses) < len(pending):
             event["skipped_steps"] = len(pending) - len(losses)
         self.logger.log(event)
         self._last_tps = event["tokens_per_s"]
-        self._pending, self._tokens_local, self._t_log, self._t_excluded = [], 0, now, 0.0
+        self._pending, self._tokens_local, self._flops_local, self._t_log, self._t_excluded = [], 0, 0, now, 0.0
+
+    def _peak_flops(self) -> tuple[float, str] | None:
+        """(peak FLOP/s of one process, source): `train.peak_flops`, else measured / cached."""
+        from nlpattn.train.mfu import peak_flops
+
+        if self.cfg.peak_flops is not None:
+            return float(self.cfg.peak_flops), "train.peak_flops"
+        if self.flops_fn is None:
+            return None
+        return peak_flops(self.precision, self.accelerator.device)
+
+    def _start_line(self) -> str:
+        peak = "unknown" if self.peak is None else f"{self.peak[0] / 1e9:,.1f} GFLOP/s ({self.peak[1]})"
+        return f"precision {self.precision} ({self.precision_reason}); peak {peak} per process"
+
+    def _mfu(self, flops: float, tokens: float, seconds: float) -> dict:
+        """flops_per_token and mfu (achieved FLOP/s ÷ the peak of all processes); None if unknown."""
+        known = self.flops_fn is not None and tokens > 0
+        peak = self.peak[0] * self.accelerator.num_processes if self.peak else None
+        return {"flops_per_token": flops / tokens if known else None,
+                "mfu": flops / seconds / peak if known and peak and seconds > 0 else None}
 
     def _epoch(self) -> float | None:
         epoch = getattr(self.batches, "epoch", None)
@@ -432,7 +468,11 @@ class Trainer:
                    "final_val_loss": ev.get("loss"), "final_ppl": ev.get("ppl"),
                    "peak_mem_mib": round(peak_memory_mib(), 1), "stop_reason": reason,
                    "nan_skipped": st.nan_skipped, "params": self.n_params,
-                   "processes": self.accelerator.num_processes, "precision": self.cfg.precision,
+                   "processes": self.accelerator.num_processes, "precision": self.precision,
+                   "precision_reason": self.precision_reason,
+                   **self._mfu(st.flops, st.tokens, st.train_s),
+                   "peak_flops": self.peak[0] if self.peak else None,
+                   "peak_flops_source": self.peak[1] if self.peak else None,
                    "resumed_from": str(self.resumed_from) if self.resumed_from else None}
         summary.update({f"final_val_{k}": v for k, v in ev.items() if k not in ("loss", "ppl")})
         summary.update(self.summary_extra)

@@ -1,4 +1,5 @@
-"""Process-level helpers of the Trainer: the Accelerator, signal capture, memory, token counts."""
+"""Process-level helpers of the Trainer: the Accelerator and its precision (`auto`: bf16 where
+the hardware has native bf16), signal capture, memory, token counts."""
 from __future__ import annotations
 
 import contextlib
@@ -14,13 +15,77 @@ from nlpattn.config import TrainConfig
 from nlpattn.errors import ConfigError
 
 
+CPUINFO = "/proc/cpuinfo"  # where the CPU's model name and feature flags are read (Linux)
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # native bf16 matmul instructions, best first
+
+
+def _cpuinfo_field(name: str) -> str:
+    """The value of the first `name : value` line of CPUINFO ('' when unreadable or absent)."""
+    try:
+        with open(CPUINFO, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == name:
+                    return value.strip()
+    except OSError:
+        pass
+    return ""
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (avx2, avx512f, avx512_bf16, amx_bf16, ...); empty if unknown."""
+    return set(_cpuinfo_field("flags").split())
+
+
+def cpu_model() -> str:
+    """The CPU's model name (e.g. 'Intel(R) Xeon(R) Processor'), else the platform's best guess."""
+    import platform
+
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine() or "unknown CPU"
+
+
+def bf16_support() -> tuple[bool, str]:
+    """(native bf16?, why): a CUDA GPU with bf16, else a CPU with amx_bf16 or avx512_bf16."""
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return True, f"GPU {name} has native bf16"
+        return False, f"GPU {name} has no native bf16"
+    flags = cpu_flags()
+    for flag in BF16_CPU_FLAGS:
+        if flag in flags:
+            return True, f"CPU has {flag}"
+    return False, f"CPU has no {' or '.join(BF16_CPU_FLAGS)}"
+
+
+def native_bf16() -> bool:
+    """Whether this machine's device computes bf16 matmuls natively (see `bf16_support`)."""
+    return bf16_support()[0]
+
+
+def resolve_precision(precision: str) -> tuple[str, str]:
+    """`train.precision` → (fp32 | bf16 | fp16, the reason): `auto` is bf16 where native, else fp32."""
+    if precision != "auto":
+        return precision, "set by train.precision"
+    native, why = bf16_support()
+    return ("bf16" if native else "fp32"), f"auto: {why}"
+
+
+def run_precision(cfg: TrainConfig, accelerator) -> tuple[str, str]:
+    """(fp32 | bf16 | fp16, why) of the run: what `accelerator` computes in, and the reason."""
+    mixed = str(getattr(accelerator, "mixed_precision", "no"))
+    precision = {"no": "fp32"}.get(mixed, mixed)
+    wanted, reason = resolve_precision(cfg.precision)
+    return precision, reason if wanted == precision else f"the Accelerator given runs {precision}"
+
+
 def make_accelerator(cfg: TrainConfig):
     """An Accelerator for `train.precision` and `train.grad_accum` (scheduler stepped by us)."""
     from accelerate import Accelerator
 
-    precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}.get(cfg.precision)
+    precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}.get(resolve_precision(cfg.precision)[0])
     if precision is None:
-        raise ConfigError(f"train.precision must be fp32, bf16 or fp16; got '{cfg.precision}'")
+        raise ConfigError(f"train.precision must be auto, fp32, bf16 or fp16; got '{cfg.precision}'")
     if precision == "fp16" and not torch.cuda.is_available():
         raise ConfigError("train.precision=fp16 needs a GPU (loss scaling); use bf16 or fp32 on CPU")
     # torchrun on a machine without GPUs: Accelerate needs cpu=True to pick MULTI_CPU (gloo)
