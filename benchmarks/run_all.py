@@ -1,6 +1,7 @@
 """`make bench`: the quick benchmarks one after another (never concurrently: they time things).
 
-    python benchmarks/run_all.py          # reference diffs, model speed, tokenize speed, KV-cache generation (minutes)
+    python benchmarks/run_all.py          # reference diffs, model speed, tokenize speed, KV-cache generation,
+                                          # train throughput vs transformers/nanoGPT, pipeline overhead (minutes)
     python benchmarks/run_all.py --long   # also the shakespeare anchor (~6 min) and SST-2 vs the peer (~45 min)
 """
 from __future__ import annotations
@@ -11,7 +12,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-QUICK = ["reference_diffs.py", "model_speed.py", "tokenize_speed.py", "generate_cache.py"]
+QUICK = ["reference_diffs.py", "model_speed.py", "tokenize_speed.py", "generate_cache.py",
+         "train_throughput.py", "pipeline.py"]
 LONG = ["shakespeare_anchor.py", "sst2_peer.py"]
 
 

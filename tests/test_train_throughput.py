@@ -1,0 +1,60 @@
+"""benchmarks/train_throughput.py and benchmarks/pipeline.py smoke-run at tiny shapes: the JSON
+and markdown they write (no timing is asserted: the machine is shared)."""
+import argparse
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from test_train_utils import REPO, child_env
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import train_throughput as tt  # noqa: E402
+
+TINY = ["--d", "32", "--layers", "1", "--heads", "2", "--ffn", "64", "--vocab", "128", "--seq", "16", "--batch", "2",
+        "--steps", "2", "--warmup", "1", "--peak-n", "128", "--threads", "1"]
+
+
+@pytest.mark.parametrize("name", list(tt.MODELS))
+def test_every_model_trains_and_infers(name, one_thread):
+    a = argparse.Namespace(d=32, layers=1, heads=2, ffn=64, vocab=128, seq=16, batch=2, steps=2,
+                                                    warmup=1, dropout=0.0, device="cpu", worker=name, dtype="bf16")
+    row = tt.worker(a)
+    assert row["model"] == name and row["objective"] == tt.MODELS[name]
+    assert math.isfinite(row["loss_first"]) and abs(row["loss_first"] - math.log(128)) < 0.5  # random init ≈ ln V
+    assert row["train_tok_s"] > 0 and row["infer_tok_s"] > 0 and row["peak_rss_mib"] > 0
+    assert 28_000 < row["params"] < 31_000  # same shape: 128·32 tied embeddings, 512·32 positions, one block
+
+
+def test_benchmark_writes_json_and_markdown(tmp_path):
+    out = tmp_path / "tt"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks/train_throughput.py"), *TINY, "--dtypes", "fp32,bf16",
+                           "--models", "nlpattn-clm,nanogpt", "--out", str(out)], capture_output=True, text=True,
+                          cwd=REPO, env=child_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert set(result["peaks"]) == {"fp32", "bf16"} and all(v > 0 for v in result["peaks"].values())
+    assert set(result["machine"]["flags"]) == set(tt.FLAGS) and result["machine"]["cpu"]
+    rows = {(r["model"], r["dtype"]): r for r in result["rows"]}
+    assert set(rows) == {(m, d) for m in ("nlpattn-clm", "nanogpt") for d in ("fp32", "bf16")}
+    a = argparse.Namespace(**result["args"])
+    for (model, dtype), r in rows.items():
+        assert "error" not in r, r
+        fpt = tt.model_flops_per_token("clm", a)
+        assert r["train_mfu"] == pytest.approx(r["train_tok_s"] * fpt / result["peaks"][dtype], rel=1e-9)
+    ours, nano = rows["nlpattn-clm", "bf16"], rows["nanogpt", "bf16"]
+    assert ours["train_tok_s_vs_nanogpt"] == pytest.approx(ours["train_tok_s"] / nano["train_tok_s"])
+    assert ours["train_vs_fp32"] == pytest.approx(ours["train_tok_s"] / rows["nlpattn-clm", "fp32"]["train_tok_s"])
+    md = out.with_suffix(".md").read_text()
+    assert result["machine"]["cpu"] in md and "| nlpattn-clm | bf16 |" in md and "× nanogpt" in md
+
+
+def test_flops_per_token_of_the_benchmark_shape():
+    """MLM counts the head over 15% of positions; CLM over every position (d 256, 4 layers, seq 128)."""
+    a = argparse.Namespace(d=256, layers=4, heads=4, ffn=1024, vocab=8192, seq=128, batch=16)
+    d, n, ff, v, L = 256, 128, 1024, 8192, 4
+    body = L * (8 * d * d + 4 * n * d + 4 * d * ff)  # per token: projections, scores, FFN
+    assert tt.model_flops_per_token("clm", a) == 3 * (body + 2 * d * v)
+    assert tt.model_flops_per_token("mlm", a) == pytest.approx(3 * (body + 0.15 * (2 * d * d + 2 * d * v)), rel=1e-3)
