@@ -75,10 +75,13 @@ def cli(capsys, *argv: str) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-def assert_refused(code: int, err: str, *needles: str) -> None:
-    """Exit 2, exactly one stderr line, no traceback, and each needle in that line."""
+def assert_refused(code: int, err: str, *needles: str, started: bool = False) -> None:
+    """Exit 2, exactly one stderr line (after the run's own log lines if it had `started`), no
+    traceback, and each needle in that line."""
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2, err
+    if started:
+        lines = [line for line in lines if "error" in line]
     assert len(lines) == 1, err
     assert "Traceback" not in err
     for needle in needles:
@@ -346,7 +349,7 @@ def test_full_disk_is_named_and_leaves_no_half_checkpoint(tmp_path, data_dir, ca
     try:
         run = disk / "run"
         code, err = cli(capsys, *pretrain_args(data_dir, run))
-        assert_refused(code, err, "disk full (no space left on device)", str(run))
+        assert_refused(code, err, "disk full (no space left on device)", str(run), started=True)
         assert not [p for p in run.rglob(".*")], list(run.rglob(".*"))  # no temporaries left
         assert not [p for p in (run / "checkpoints").iterdir()] if (run / "checkpoints").exists() else True
     finally:
@@ -465,3 +468,12 @@ def test_a_signal_during_the_final_evaluation_is_honoured(run, data_dir):
     assert (run / "checkpoints" / "step-0000014").is_dir()
     assert not (run / "model.safetensors").exists()
     assert json.loads((run / "summary.json").read_text())["stop_reason"] == "SIGTERM"
+
+
+def test_finetune_starts_from_a_checkpoint(run, tmp_path, capsys):
+    out = tmp_path / "ft"
+    code, err = cli(capsys, "finetune", "task=rte", f"init={run / 'checkpoints' / OLDER}", f"output_dir={out}",
+                    "glue.max_length=32", "data.block_size=32", "train.max_steps=2", "train.epochs=null", "train.batch_size=4",
+                    "train.eval_batches=1", "train.precision=fp32", "train.progress=false", "train.num_threads=1")
+    assert code == 0, err
+    assert json.loads((out / "eval" / "rte.json").read_text())["init"] == str(run / "checkpoints" / OLDER)

@@ -31,10 +31,12 @@ def _load_source(init: str):
     from nlpattn.tokenizer import load_tokenizer
 
     path = Path(init)
-    if (path / "model.json").is_file():
+    checkpoint = path.parent.name == "checkpoints" and (path / "model.safetensors").is_file()
+    if (path / "model.json").is_file() or checkpoint:
         from nlpattn.models import load_model
 
-        return load_tokenizer(path), load_model(path)
+        model = load_model(path)  # a checkpoint's tokenizer is its run's
+        return load_tokenizer(path.parent.parent if checkpoint else path), model
     if (path / "config.json").is_file():
         from nlpattn.interop.hf import load_transformers_dir
 
