@@ -13,6 +13,7 @@ from nlpattn.errors import ConfigError
 from nlpattn.generate import (SamplingConfig, apply_repetition_penalty, beam_search, filter_logits, generate,
                               generate_text, left_pad)
 from nlpattn.models import build_model
+from test_train_utils import sharpen
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only cost
 VOCAB = 30  # letters a..z = ids 0..25, then [PAD] [BOS] [EOS] and one spare
@@ -31,15 +32,9 @@ class Letters:
         return "".join(chr(97 + i) for i in ids if i < 26)
 
 
-def sharpen(model, seed=0):
-    """Weights with std 0.3 (LayerNorm gains 1 ± 0.5): peaked distributions, no near-ties."""
-    g = torch.Generator().manual_seed(seed)
-    norms = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.LayerNorm)}
-    with torch.no_grad():
-        for p in model.parameters():
-            noise = torch.randn(p.shape, generator=g)
-            p.copy_(1 + 0.5 * noise if id(p) in norms else (0.3 if p.dim() > 1 else 0.1) * noise)
-    return model.eval()
+def sharpened(model, seed=0):
+    """`sharpen` (peaked distributions, no near-ties) in eval mode."""
+    return sharpen(model, seed).eval()
 
 
 def decoder(body="transformer", **kw):
@@ -49,7 +44,7 @@ def decoder(body="transformer", **kw):
         cfg["position"] = "none"
     cfg.update(kw)
     torch.manual_seed(0)
-    return sharpen(build_model(ModelConfig(**cfg), "clm"))
+    return sharpened(build_model(ModelConfig(**cfg), "clm"))
 
 
 PROMPTS = [[3, 7, 1], [5, 2, 9, 9, 4, 11, 0], [20, 6, 6, 13, 2]]
@@ -77,7 +72,7 @@ def small_gpt2():
     torch.manual_seed(0)
     cfg = transformers.GPT2Config(vocab_size=97, n_embd=32, n_layer=2, n_head=4, n_positions=40,
                                   bos_token_id=None, eos_token_id=None, attn_implementation="eager")
-    return sharpen(transformers.GPT2LMHeadModel(cfg))
+    return sharpened(transformers.GPT2LMHeadModel(cfg))
 
 
 @pytest.mark.parametrize("penalty", [1.0, 1.6])
@@ -249,7 +244,7 @@ def test_beam_search_finds_the_brute_force_best(seed, length_penalty):
     cfg = ModelConfig(arch="encoder-decoder", vocab_size=4, d_model=16, n_heads=2, d_ff=32, n_layers=1,
                       max_len=16, dropout=0.0)
     torch.manual_seed(0)
-    model = sharpen(build_model(cfg, "seq2seq"), seed=seed)
+    model = sharpened(build_model(cfg, "seq2seq"), seed=seed)
     src = torch.tensor([[1, 2, 2, 1, 3]])
     ranked = brute_force_best(model, src, bos=0, eos=3, vocab=4, max_new=3, length_penalty=length_penalty)
     assert len(ranked) == 1 + 3 + 9 + 27 and ranked[0][0] - ranked[1][0] > 1e-3  # a clear winner

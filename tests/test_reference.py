@@ -14,22 +14,12 @@ import transformers
 from nlpattn.config import ModelConfig
 from nlpattn.interop.hf import from_torch_transformer, from_transformers, to_transformers
 from nlpattn.models import build_model
+from test_train_utils import sharpen
 
 
 # Measured: 4e-7 to 2e-6 of the largest logit (CPU, float32); a softmax scale 20% too large:
 # 0.08 to 0.5 of it. 1e-5 leaves room for other BLAS kernels and is 4 orders below a real error.
 REL = 1e-5
-
-
-def sharpen(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Re-draw every parameter large (std 0.3, LayerNorm gains 1 ± 0.5, biases ± 0.1)."""
-    g = torch.Generator().manual_seed(seed)
-    norms = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.LayerNorm)}
-    with torch.no_grad():
-        for p in model.parameters():
-            noise = torch.randn(p.shape, generator=g)
-            p.copy_(1 + 0.5 * noise if id(p) in norms else (0.3 if p.dim() > 1 else 0.1) * noise)
-    return model
 
 
 def small_bert(**kw):
