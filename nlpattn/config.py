@@ -90,6 +90,7 @@ class DataConfig:
     """Where the text comes from and how it is cut into training examples."""
 
     train_files: list[str] = field(default_factory=list)
+    train_weights: list[float] = field(default_factory=list)  # one per train_files entry; [] = by size
     valid_files: list[str] = field(default_factory=list)
     dataset: str | None = None  # a `datasets` / hub name, e.g. "wikitext:wikitext-2-raw-v1"
     text_column: str = "text"
@@ -149,6 +150,8 @@ class GlueConfig:
 
     data_dir: str = "data/glue"
     max_length: int = 128
+    truncation: str = "head"  # head | tail | head+tail (single-text tasks; pairs: longest first)
+    head_tokens: int = 128  # head+tail: tokens kept from the start, the rest from the end
     tasks: list[str] = field(default_factory=list)  # `nlpattn glue`: empty = all available
 
 
@@ -425,6 +428,24 @@ def validate_model(m: ModelConfig, source: str) -> None:
                           f"got {m.kernel_size}")
 
 
+TRUNCATIONS = ("head", "tail", "head+tail")
+
+
+def validate_weights(d: DataConfig, source: str) -> None:
+    """`data.train_weights`: empty, or one finite weight >= 0 per train_files entry, not all zero."""
+    w = d.train_weights
+    if not w:
+        return
+    if len(w) != len(d.train_files):
+        raise ConfigError(f"{source}: key 'data.train_weights' has {len(w)} weights for "
+                          f"{len(d.train_files)} data.train_files entries")
+    bad = [x for x in w if not isinstance(x, (int, float)) or not 0 <= x < float("inf")]
+    if bad:
+        raise ConfigError(f"{source}: key 'data.train_weights' must be finite numbers >= 0, got {bad[0]}")
+    if sum(w) <= 0:
+        raise ConfigError(f"{source}: key 'data.train_weights' are all zero")
+
+
 OBJECTIVE_ARCH = {"mlm": "encoder", "clm": "decoder", "seq2seq": "encoder-decoder"}
 
 
@@ -442,6 +463,10 @@ def validate(cfg: Config, source: str) -> None:
         value = getattr(cfg.train, key)
         if value is not None and not 0 < value < float("inf"):
             raise ConfigError(f"{source}: key 'train.{key}' must be a positive number, got {value}")
+    validate_weights(cfg.data, source)
+    _choice(cfg.glue.truncation, TRUNCATIONS, "glue.truncation", source)
+    if cfg.glue.head_tokens < 0:
+        raise ConfigError(f"{source}: key 'glue.head_tokens' must be >= 0, got {cfg.glue.head_tokens}")
     if cfg.data.block_size < 2:
         raise ConfigError(f"{source}: key 'data.block_size' must be >= 2")
     if cfg.data.block_size > cfg.model.max_len and cfg.model.position in ("learned",):

@@ -60,7 +60,7 @@ class RunDirGuard:
 
     def __enter__(self) -> "RunDirGuard":
         if self.is_main:
-            existed = self.path.exists()
+            existed = self._existed = self.path.exists()
             check_output_dir(self.path, self.key)
             try:
                 self._lock()
@@ -77,6 +77,8 @@ class RunDirGuard:
             (self.path / LOCK_NAME).unlink(missing_ok=True)  # unlink first: see _lock's inode check
             os.close(self._fd)
             self._fd = None
+            if exc and exc[0] is not None and not self._existed:
+                _remove_if_empty(self.path)  # a run that failed before writing leaves no directory
 
     def _lock(self) -> None:
         """flock the lock file; retry if it was replaced between open and lock (a holder unlinked it)."""
@@ -128,9 +130,10 @@ def _remove_if_empty(path: Path) -> None:
 
 # Keys a resumed run must share with the run that wrote its checkpoints: they decide what the
 # weights mean (model, tokenizer, objective) and where the data stream stands (data, batch, seed).
-RESUME_KEYS = ("objective", "task", "init", "model", "tokenizer", "data.train_files",
+RESUME_KEYS = ("objective", "task", "init", "model", "tokenizer", "data.train_files", "data.train_weights",
                "data.dataset", "data.block_size", "data.doc_split", "data.mlm_probability",
                "data.whole_word_mask", "data.noise_density", "data.mean_span_length", "glue.max_length",
+               "glue.truncation", "glue.head_tokens",
                "train.batch_size", "train.grad_accum", "train.seed", "train.group_by_length")
 # Filled in from the tokenizer or the objective after the config is read: not the user's choice.
 _DERIVED = ("model.vocab_size", "model.pad_token_id", "model.arch")

@@ -27,7 +27,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from nlpattn.config import TokenizerConfig
+from nlpattn.config import TRUNCATIONS, TokenizerConfig
 from nlpattn.errors import ConfigError, DataError
 from nlpattn.fileio import atomic_path, atomic_write_json
 
@@ -163,19 +163,28 @@ class Tokenizer:
         """`[CLS] a [SEP] b [SEP]` ids and token types, longer side truncated first."""
         return self.encode_pairs([a], None if b is None else [b], max_length)[0]
 
-    def encode_pairs(self, a: Sequence[str], b: Sequence[str] | None = None,
-                     max_length: int | None = None) -> list[tuple[list[int], list[int]]]:
-        """Batched `encode_pair`: one backend call per side."""
+    def encode_pairs(self, a: Sequence[str], b: Sequence[str] | None = None, max_length: int | None = None,
+                     truncation: str = "head", head_tokens: int = 128) -> list[tuple[list[int], list[int]]]:
+        """Batched `encode_pair`: one backend call per side; single texts cut by `truncation`."""
+        if truncation not in TRUNCATIONS:
+            raise ConfigError(f"glue.truncation must be one of {', '.join(TRUNCATIONS)}; got '{truncation}'")
+        if b is not None and truncation != "head":
+            raise ConfigError(f"glue.truncation={truncation} is for single-text tasks; "
+                              "sentence pairs are truncated longest-first (use head)")
         ids_a = self.backend.encode_batch(list(a))
         ids_b = self.backend.encode_batch(list(b)) if b is not None else [None] * len(ids_a)
-        return [self._pair(x, y, max_length) for x, y in zip(ids_a, ids_b)]
+        return [self._pair(x, y, max_length, truncation, head_tokens) for x, y in zip(ids_a, ids_b)]
 
-    def _pair(self, a: list[int], b: list[int] | None, max_length: int | None) -> tuple[list[int], list[int]]:
+    def _pair(self, a: list[int], b: list[int] | None, max_length: int | None,
+              truncation: str = "head", head_tokens: int = 128) -> tuple[list[int], list[int]]:
         if max_length is not None:
             budget = max_length - (2 if b is None else 3)
             if budget < (1 if b is None else 2):
                 raise ConfigError(f"max_length={max_length} leaves no room for text after the special tokens")
-            a, b = (a[:budget], None) if b is None else truncate_longest_first(a, b, budget)
+            if b is None:
+                a = truncate_single(a, budget, truncation, head_tokens)
+            else:
+                a, b = truncate_longest_first(a, b, budget)
         ids = [self.cls_id, *a, self.sep_id]
         types = [0] * len(ids)
         if b is not None:
@@ -267,6 +276,16 @@ def _word_edges(tok: str, kind: str) -> tuple[bool, bool]:
     else:
         surface = tok.replace("\u2581", " ")  # sentencepiece / Metaspace word marker
     return surface[0].isspace(), surface[-1].isspace() and not surface.isspace()
+
+
+def truncate_single(ids: list[int], budget: int, truncation: str = "head", head_tokens: int = 128) -> list[int]:
+    """At most `budget` ids: the first (head), the last (tail), or the first `head_tokens` plus
+    the last budget-head_tokens (head+tail; Sun et al. 2019, "How to Fine-Tune BERT", 5.3.1)."""
+    if len(ids) <= budget:
+        return ids
+    head = {"head": budget, "tail": 0}.get(truncation, min(head_tokens, budget))
+    tail = budget - head
+    return ids[:head] + (ids[len(ids) - tail:] if tail else [])
 
 
 def truncate_longest_first(a: list[int], b: list[int], budget: int) -> tuple[list[int], list[int]]:

@@ -25,7 +25,7 @@ OFFICIAL = {("cola", "train"): 8551, ("cola", "dev"): 1043, ("sst2", "train"): 6
 
 
 def test_registry_covers_glue():
-    assert set(GLUE_TASKS) == {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli", "ax"}
+    assert set(GLUE_TASKS) == {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli", "ax", "imdb"}
     assert get_task("SST-2") is GLUE_TASKS["sst2"] and get_task("STS_B").is_regression
     assert get_task("stsb").num_labels == 1 and get_task("mnli").num_labels == 3
     assert get_task("mnli").dev_splits == ("dev_matched", "dev_mismatched")

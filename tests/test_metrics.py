@@ -43,6 +43,7 @@ HUB_KEYS = {
     "wnli": {"accuracy"},
     "hans": {"accuracy"},
     "ax": {"matthews_correlation"},
+    "imdb": {"accuracy"},  # not a hub glue config: nlpattn scores IMDB test accuracy the same way
 }
 N_CLASSES = {"mnli": 3, "mnli_matched": 3, "mnli_mismatched": 3, "ax": 3}
 

@@ -7,6 +7,7 @@ work. A row with the wrong number of fields or an unknown label is a `DataError`
 file and line — except in QQP train, whose original file has a few rows broken by embedded
 newlines; those are skipped (as other GLUE readers do) and counted in a warning.
 When a split's file is absent, the same API reads the hub dataset `nyu-mll/glue`.
+IMDB (`imdb`) is registered beside the GLUE tasks: local files only, its test split scored as dev.
 """
 from __future__ import annotations
 
@@ -87,6 +88,10 @@ GLUE_TASKS: dict[str, GlueTask] = {t.name: t for t in [
              hub_text_columns=("sentence1", "sentence2")),
     GlueTask("wnli", "WNLI", ("sentence1", "sentence2"), "label", ("not_entailment", "entailment"), _BINARY,
              hub_config="wnli", hub_text_columns=("sentence1", "sentence2")),
+    # IMDB (Maas et al. 2011) beside GLUE: long reviews; its labelled *test* split is what is scored,
+    # so the task's dev split reads test.tsv. No hub copy: the files must be under glue.data_dir/imdb.
+    GlueTask("imdb", "imdb", ("sentence",), "label", ("negative", "positive"), _BINARY,
+             test_splits=(), file_names=(("dev", "test.tsv"),)),
     GlueTask("ax", "diagnostic", ("sentence1", "sentence2"), None, _MNLI, _MNLI,
              metrics=("matthews_correlation",), train=False, file_names=(("test", "diagnostic.tsv"),),
              hub_config="ax", hub_text_columns=("premise", "hypothesis")),
@@ -244,6 +249,9 @@ def _parse_label(task: GlueTask, value: str, path: Path, line_no: int) -> int | 
 def _read_hub(task: GlueTask, split: str, data_dir: Path) -> list[GlueExample]:
     """The split from the hub dataset `nyu-mll/glue` (needs a network or a warm HF cache)."""
     hub_split = _HUB_SPLITS.get(split, split)
+    if not task.hub_config:
+        raise DataError(f"{task.name} {split}: no {data_dir / task.dirname / task.file_name(split)}[.gz] "
+                        f"(no hub copy of this task; set glue.data_dir=... to the folder holding {task.dirname}/)")
     try:
         import datasets
 
@@ -266,12 +274,22 @@ def _read_hub(task: GlueTask, split: str, data_dir: Path) -> list[GlueExample]:
     return out
 
 
-def encode_glue(examples: Sequence[GlueExample], tokenizer, max_length: int = 128) -> list[dict]:
+def encode_glue(examples: Sequence[GlueExample], tokenizer, max_length: int = 128,
+                truncation: str = "head", head_tokens: int = 128) -> list[dict]:
     """`[CLS] a [SEP] (b [SEP])` ids, token types and label for each example (batched encoding)."""
     if not examples:
         return []
     pairs = examples[0].text_b is not None
     encoded = tokenizer.encode_pairs([e.text_a for e in examples],
-                                     [e.text_b or "" for e in examples] if pairs else None, max_length)
+                                     [e.text_b or "" for e in examples] if pairs else None, max_length,
+                                     truncation, head_tokens)
     return [{"input_ids": ids, "token_type_ids": types, "label": e.label}
             for (ids, types), e in zip(encoded, examples)]
+
+
+def check_truncation(task: str | GlueTask, truncation: str) -> None:
+    """ConfigError for tail / head+tail truncation on a sentence-pair task."""
+    task = get_task(task)
+    if truncation != "head" and len(task.text_columns) > 1:
+        raise ConfigError(f"glue.truncation={truncation}: task {task.name} has sentence pairs, "
+                          "which are truncated longest-first; use glue.truncation=head")

@@ -9,7 +9,8 @@ Metric values stay on the metric's scale ([0, 1] for accuracy/F1, [-1, 1] for co
 only `scoreboard_markdown` shows them x100. The GLUE score (Wang et al., 2018) is the
 unweighted mean over the nine tasks below, where a task with several metrics scores the mean
 of them (MRPC and QQP: F1 and accuracy; STS-B: Pearson and Spearman) and MNLI scores the mean
-of its matched and mismatched accuracy. The diagnostic set AX is reported but not averaged.
+of its matched and mismatched accuracy. The diagnostic set AX and IMDB (Maas et al. 2011, test
+accuracy) are reported but not averaged.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ OFFICIAL_METRICS: dict[str, tuple[str, ...]] = {
     "wnli": ("accuracy",),
     "hans": ("accuracy",),
     "ax": ("matthews_correlation",),
+    "imdb": ("accuracy",),
 }
 TASK_NAMES: tuple[str, ...] = tuple(OFFICIAL_METRICS)
 # The nine tasks of the GLUE score (AX and HANS are not among them).
@@ -62,7 +64,9 @@ _COLUMNS = (
     ("RTE", "rte", "Acc"),
     ("WNLI", "wnli", "Acc"),
     ("AX", "ax", "MCC"),
+    ("IMDB", "imdb", "Acc"),
 )
+_OPTIONAL = ("ax", "imdb")  # columns shown only when scored, never in the GLUE average
 
 
 def normalize_task(task: str) -> str:
@@ -164,7 +168,7 @@ def scoreboard_markdown(results: Mapping[str, Mapping[str, float]]) -> str:
     by_config = _by_config(results)
     scores = {config: glue_task_score(config, metrics) for config, metrics in by_config.items()}
     complete, missing = _complete_tasks(scores)
-    columns = [col for col in _COLUMNS if col[1] != "ax" or "ax" in by_config]
+    columns = [col for col in _COLUMNS if col[1] not in _OPTIONAL or col[1] in by_config]
     header = ["Score"] + [f"{label} ({abbrev})" for label, _, abbrev in columns]
     score = _percent(sum(complete.values()) / len(complete)) if complete else "—"
     row = [score + ("*" if missing and complete else "")]
@@ -177,7 +181,7 @@ def scoreboard_markdown(results: Mapping[str, Mapping[str, float]]) -> str:
             lines.append(f"*Mean of {len(complete)} of 9 tasks, not an official GLUE score.")
     lines.append(
         "Score: unweighted mean of the 9 GLUE task scores; MRPC and QQP count mean(F1, Acc), "
-        "STS-B mean(Pearson, Spearman), MNLI mean(m, mm); AX is not averaged."
+        "STS-B mean(Pearson, Spearman), MNLI mean(m, mm); AX and IMDB (test accuracy) are not averaged."
     )
     return "\n".join(lines) + "\n"
 

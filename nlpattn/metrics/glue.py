@@ -2,7 +2,7 @@
 
 Config names and result keys follow the hub's `glue` metric (Wang et al., 2018):
 cola -> matthews_correlation; sst2, mnli, mnli_matched, mnli_mismatched, qnli, rte, wnli,
-hans -> accuracy; mrpc, qqp -> accuracy, f1; stsb -> pearson, spearmanr. One extra config,
+hans, imdb -> accuracy; mrpc, qqp -> accuracy, f1; stsb -> pearson, spearmanr. One extra config,
 ax (the diagnostic set), gives the multiclass Matthews correlation (R3) the GLUE server
 reports for it. Values keep their natural scale: [0, 1] for accuracy/F1, [-1, 1] for
 correlations. STS-B scores are kept in float64 end to end (the hub metric uses float32, and
@@ -40,7 +40,7 @@ Args:
     references: gold labels (int) per example; gold similarity (float) for stsb.
 Returns, depending on the config name:
     cola, ax: {"matthews_correlation"} in [-1, 1]
-    sst2, mnli, mnli_matched, mnli_mismatched, qnli, rte, wnli, hans: {"accuracy"} in [0, 1]
+    sst2, mnli, mnli_matched, mnli_mismatched, qnli, rte, wnli, hans, imdb: {"accuracy"} in [0, 1]
     mrpc, qqp: {"accuracy", "f1"} in [0, 1] (F1 of the positive class 1)
     stsb: {"pearson", "spearmanr"} in [-1, 1]
 Example:
@@ -87,6 +87,7 @@ _SCORER_OF_CONFIG = {
     "wnli": _accuracy,
     "hans": _accuracy,
     "ax": _matthews,
+    "imdb": _accuracy,
 }
 
 CONFIG_NAMES = tuple(_SCORER_OF_CONFIG)

@@ -91,6 +91,11 @@ def init_model(cfg: Config, num_labels: int, accelerator):
 
 # --- evaluation -----------------------------------------------------------------------------
 
+def glue_encoding(cfg: Config) -> tuple[int, str, int]:
+    """(max_length, truncation, head_tokens) for `encode_glue`, from cfg.glue."""
+    return cfg.glue.max_length, cfg.glue.truncation, cfg.glue.head_tokens
+
+
 def metric_name(task, split: str) -> str:
     """The GLUE metric config of a dev split: mnli's dev_matched → mnli_matched."""
     if task.name == "mnli":
@@ -188,7 +193,7 @@ def write_outputs(cfg: Config, task, evaluator: GlueEvaluator, raw_dev: dict, mo
         if split_file(task, split, cfg.glue.data_dir) is None:
             continue
         examples = read_glue_split(task, split, cfg.glue.data_dir)
-        logits = predict(model, encode_glue(examples, tok, cfg.glue.max_length), collate,
+        logits = predict(model, encode_glue(examples, tok, *glue_encoding(cfg)), collate,
                          cfg.train.eval_batch_size or cfg.train.batch_size, accelerator)
         name = task.name if len(task.test_splits) == 1 else f"{task.name}-{split.split('_')[-1]}"
         if accelerator.is_main_process:
@@ -221,7 +226,7 @@ def _steps(cfg: Config, batches) -> Config:
 
 def run_finetune(cfg: Config, accelerator=None) -> dict:
     """Fine-tune on `cfg.task`; returns the eval report (also written to eval/<task>.json)."""
-    from nlpattn.data.glue import check_glue_dir, get_task
+    from nlpattn.data.glue import check_glue_dir, check_truncation, get_task
     from nlpattn.rundir import RunDirGuard
     from nlpattn.train.loop import make_accelerator
 
@@ -233,6 +238,7 @@ def run_finetune(cfg: Config, accelerator=None) -> dict:
     if not task.train:
         raise ConfigError(f"task: '{task.name}' is test-only (no training split)")
     check_glue_dir(cfg.glue.data_dir)
+    check_truncation(task, cfg.glue.truncation)
     acc = accelerator if accelerator is not None else make_accelerator(cfg.train)
     with RunDirGuard(cfg.output_dir, is_main=acc.is_main_process):
         return _finetune(cfg, task, acc)
@@ -256,13 +262,13 @@ def _finetune(cfg: Config, task, acc) -> dict:
     train_raw = read_glue_split(task, "train", cfg.glue.data_dir)
     raw_dev = {s: read_glue_split(task, s, cfg.glue.data_dir) for s in task.dev_splits}
     collate = ClassificationCollator(tok.pad_id, task.is_regression)
-    batches = EpochBatches(encode_glue(train_raw, tok, cfg.glue.max_length), cfg.train.batch_size, collate,
+    batches = EpochBatches(encode_glue(train_raw, tok, *glue_encoding(cfg)), cfg.train.batch_size, collate,
                            seed=cfg.train.seed, rank=acc.process_index, world_size=acc.num_processes,
                            group=GROUP_WINDOW if cfg.train.group_by_length else 1)
     cfg = _steps(cfg, batches)
     validate(cfg, "<config>")
     run = Path(cfg.output_dir)
-    dev = {s: encode_glue(ex, tok, cfg.glue.max_length) for s, ex in raw_dev.items()}
+    dev = {s: encode_glue(ex, tok, *glue_encoding(cfg)) for s, ex in raw_dev.items()}
     evaluator = GlueEvaluator(task, dev, collate, cfg.train.eval_batch_size or cfg.train.batch_size)
     trainer = Trainer(model, cfg.train, batches, run, eval_fn=evaluator, accelerator=acc,
                       tokens_fn=lambda b: int(b["attention_mask"].sum()),

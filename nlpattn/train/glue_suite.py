@@ -9,7 +9,7 @@ from nlpattn.config import load_config
 from nlpattn.errors import ConfigError
 from nlpattn.fileio import atomic_write_json, atomic_write_text
 
-TASK_ORDER = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
+TASK_ORDER = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli", "imdb")  # imdb: own column
 
 
 def task_config(task: str) -> str:
@@ -22,7 +22,7 @@ def task_config(task: str) -> str:
 
 
 def default_tasks(data_dir: str) -> list[str]:
-    """Every task whose train and dev files are available locally, in GLUE order."""
+    """Every task whose train and dev files are available locally, in GLUE order (then IMDB)."""
     from nlpattn.data.glue import available_tasks
 
     have = set(available_tasks(data_dir))
@@ -65,7 +65,8 @@ def write_scoreboard(root: Path, init: str | None, reports: dict, walls: dict) -
 
     results = {name: m for r in reports.values() for name, m in r.get("metrics", {}).items()}
     scores = {name: glue_task_score(name, m) for name, m in results.items()}
-    average = glue_average(scores, partial=True) if scores else None
+    glue_scores = {name: v for name, v in scores.items() if name not in ("imdb", "ax")}
+    average = glue_average(scores, partial=True) if glue_scores else None  # IMDB: its own column
     doc = {"init": init, "results": results, "task_scores": scores, "average_of_available": average,
            "wall_s": walls, "tasks": list(reports)}
     lines = [f"# GLUE dev scores — init: {init or 'from scratch'}", "", scoreboard_markdown(results),
