@@ -8,6 +8,7 @@ Memory stays flat with corpus size: every window is a slice of the memory-mapped
 """
 from __future__ import annotations
 
+import bisect
 from typing import Callable, Iterator
 
 import torch
@@ -29,7 +30,11 @@ def mix64(*values: int) -> int:
 
 
 class RandomBlocks(torch.utils.data.Dataset):
-    """Sample i = `block_size` tokens starting at a position hashed from (seed, i) (nanoGPT style)."""
+    """Sample i = `block_size` tokens starting at a position hashed from (seed, i) (nanoGPT style).
+
+    With a mixture (`cache.mixture`, from data.train_weights) a second hash of (seed, i) first
+    picks the source with probability equal to its weight, then the window lies inside that source.
+    """
 
     def __init__(self, cache: TokenCache, block_size: int, seed: int = 0, num_samples: int | None = None) -> None:
         if len(cache) < block_size:
@@ -38,16 +43,46 @@ class RandomBlocks(torch.utils.data.Dataset):
         self.cache, self.block_size, self.seed = cache, block_size, seed
         self.n_positions = len(cache) - block_size + 1
         self.num_samples = num_samples if num_samples is not None else max(1, len(cache) // block_size)
+        self.sources = _mixture_tables(getattr(cache, "mixture", None), block_size)
 
     def __len__(self) -> int:
         return self.num_samples
 
     def position(self, i: int) -> int:
         """Start offset of sample `i` (any i >= 0, not only i < len)."""
-        return mix64(self.seed, i) % self.n_positions
+        if self.sources is None:
+            return mix64(self.seed, i) % self.n_positions
+        thresholds, tables = self.sources
+        k = min(bisect.bisect_right(thresholds, mix64(self.seed, i, _SOURCE_SALT)), len(tables) - 1)
+        starts, cum = tables[k]  # window starts per range: [starts[r], starts[r] + cum[r+1] - cum[r])
+        j = mix64(self.seed, i) % cum[-1]
+        r = bisect.bisect_right(cum, j) - 1
+        return starts[r] + j - cum[r]
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return torch.from_numpy(self.cache.window(self.position(int(i)), self.block_size))
+
+
+_SOURCE_SALT = 0x5EED50C
+
+
+def _mixture_tables(mixture, block_size: int):
+    """(64-bit cumulative weight thresholds, per source (range starts, cumulative window counts))."""
+    if not mixture:
+        return None
+    thresholds, tables, acc = [], [], 0.0
+    for weight, ranges, name in mixture:
+        counts = [max(0, e - s - block_size + 1) for s, e in ranges]
+        if sum(counts) == 0:
+            raise ConfigError(f"data.train_weights: {name} has no stretch of data.block_size={block_size} "
+                              f"tokens ({sum(e - s for s, e in ranges)} training tokens)")
+        cum = [0]
+        for c in counts:
+            cum.append(cum[-1] + c)
+        tables.append(([s for s, _ in ranges], cum))
+        acc += weight
+        thresholds.append(min(int(acc * 2.0 ** 64), _MASK64))
+    return thresholds, tables
 
 
 class SequentialBlocks(torch.utils.data.Dataset):

@@ -48,6 +48,7 @@ class TokenCache:
         self.start, self.end = start, int(self._offsets[-1]) if end is None else end
         self.eos_id: int = index["eos_id"]
         self.fingerprint: str = index["fingerprint"]
+        self.mixture: Mixture | None = None  # set by build_corpus for data.train_weights
 
     @classmethod
     def open(cls, directory: str | os.PathLike) -> "TokenCache":
@@ -250,7 +251,7 @@ def fingerprint_of(sources: list[Path | TableSource], tokenizer, doc_split: str)
 def build_token_cache(sources: Sequence[str | os.PathLike | TableSource] | str | TableSource, tokenizer,
                       cache_dir: str | os.PathLike, *, doc_split: str = "auto", text_column: str = "text",
                       streaming: bool = False, shard_tokens: int = 1 << 27,
-                      rebuild: bool = False, memo: bool = True) -> TokenCache:
+                      rebuild: bool = False, memo: bool = True, progress: bool = False) -> TokenCache:
     """Tokenize `sources` (files, dirs, globs, .gz, json/csv/parquet, hub tables, glue:TASK) into `cache_dir`."""
     if doc_split not in DOC_SPLITS:
         raise ConfigError(f"data.doc_split must be one of {', '.join(DOC_SPLITS)}; got '{doc_split}'")
@@ -268,29 +269,52 @@ def build_token_cache(sources: Sequence[str | os.PathLike | TableSource] | str |
     with atomic_dir(cache_dir, replace=True) as tmp:  # a stale cache of ours (checked above)
         writer = _ShardWriter(tmp, dtype, shard_tokens)
         assembler = _DocAssembler(tokenizer, writer, memo)
+        bar = _progress_bar(cache_dir, progress)
+        source_tokens = []
         for src in srcs:
             before = (writer.n_tokens, assembler.text_lines)
             for lines, flags in _blocks_of(src, doc_split):
                 assembler.add(lines, flags)
+                bar.update(writer.n_tokens - bar.n)
             if writer.n_tokens == before[0] or assembler.text_lines == before[1]:
-                name = src.describe() if isinstance(src, TableSource) else str(src)
-                raise DataError(f"{name}: contains no text")
+                raise DataError(f"{_describe(src)}: contains no text")
             assembler.finish()
+            source_tokens.append([before[0], writer.n_tokens])
+        bar.close()
         writer.close()
         n_docs = sum(len(d) for d in writer.doc_starts)
         atomic_write_json(tmp / INDEX, {
             "format": FORMAT_VERSION, "dtype": dtype.name, "n_tokens": writer.n_tokens, "n_docs": n_docs,
             "shards": writer.shards, "eos_id": tokenizer.eos_id, "vocab_size": tokenizer.vocab_size,
             "tokenizer": tokenizer.kind, "doc_split": doc_split, "fingerprint": fingerprint,
-            "sources": [s.describe() if isinstance(s, TableSource) else str(s) for s in srcs]})
+            "sources": [_describe(s) for s in srcs], "source_tokens": source_tokens})
     return TokenCache.open(cache_dir)
+
+
+def _describe(src: Path | TableSource) -> str:
+    return src.describe() if isinstance(src, TableSource) else str(src)
+
+
+def _progress_bar(cache_dir, enabled: bool):
+    """A tqdm bar of tokens written (shown on a terminal only, when `enabled`)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(desc=f"token cache {Path(cache_dir).name}", unit="tok", unit_scale=True, mininterval=1.0,
+                dynamic_ncols=True, disable=None if enabled else True)
 
 
 def build_corpus(cfg, tokenizer) -> tuple[TokenCache, TokenCache | None]:
     """Train and validation caches from a Config: valid_files, else valid_fraction, else the dataset's validation split."""
     d = cfg.data
     root = Path(d.cache_dir) if d.cache_dir else Path(cfg.output_dir) / "cache"
-    opts = {"doc_split": d.doc_split, "text_column": d.text_column, "streaming": d.streaming}
+    opts = {"doc_split": d.doc_split, "text_column": d.text_column, "streaming": d.streaming,
+            "progress": _is_main() and getattr(getattr(cfg, "train", None), "progress", False)}
+    if d.train_files and d.train_weights:
+        groups = [_sources_of([entry], d.text_column, d.streaming) for entry in d.train_files]
+        train = _weighted_cache(groups, d.train_files, tokenizer, root / "train", opts)
+        train, valid = _with_valid(cfg, tokenizer, root, opts, train)
+        train.mixture = train_mixture(train, groups, d.train_files, d.train_weights)
+        return train, valid
     if d.train_files:
         train = build_token_cache(d.train_files, tokenizer, root / "train", **opts)
     elif d.dataset:
@@ -298,6 +322,12 @@ def build_corpus(cfg, tokenizer) -> tuple[TokenCache, TokenCache | None]:
                                   tokenizer, root / "train", **opts)
     else:
         raise ConfigError("data.train_files and data.dataset are both empty: nothing to train on")
+    return _with_valid(cfg, tokenizer, root, opts, train)
+
+
+def _with_valid(cfg, tokenizer, root: Path, opts: dict, train: TokenCache) -> tuple[TokenCache, TokenCache | None]:
+    """(train, validation): valid_files, else the train tail, else the dataset's validation split."""
+    d = cfg.data
     if d.valid_files:
         return train, build_token_cache(d.valid_files, tokenizer, root / "valid", **opts)
     if d.valid_fraction > 0:
@@ -306,3 +336,52 @@ def build_corpus(cfg, tokenizer) -> tuple[TokenCache, TokenCache | None]:
         source = table_source(d.dataset, "validation", d.text_column, d.streaming)
         return train, build_token_cache(source, tokenizer, root / "valid", **opts)
     return train, None
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+
+
+# --- data.train_weights: a mixture of sources --------------------------------------------------
+
+# (normalised weight, token ranges [start, end) of the view, the entry) per entry with weight > 0
+Mixture = list[tuple[float, list[tuple[int, int]], str]]
+
+
+def _weighted_cache(groups: list[list], entries: list[str], tokenizer, cache_dir: Path, opts: dict) -> TokenCache:
+    """One cache of every entry's sources, recording each source's token range (`source_tokens`)."""
+    seen: dict[str, str] = {}
+    for entry, group in zip(entries, groups):
+        for src in group:
+            name = _describe(src)
+            if name in seen and seen[name] != entry:
+                raise ConfigError(f"data.train_files: {name} is in two weighted entries "
+                                  f"('{seen[name]}' and '{entry}')")
+            seen[name] = entry
+    flat = [src for group in groups for src in group]
+    cache = build_token_cache(flat, tokenizer, cache_dir, **opts)
+    if "source_tokens" not in cache.index:  # a cache from before source ranges were recorded
+        cache = build_token_cache(flat, tokenizer, cache_dir, rebuild=True, **opts)
+    return cache
+
+
+def train_mixture(view: TokenCache, groups: list[list], entries: list[str], weights: list[float]) -> Mixture:
+    """Each weighted entry's token ranges inside `view` (merged where contiguous), weights summing to 1."""
+    ranges = dict(zip(view.index["sources"], view.index["source_tokens"]))
+    total = float(sum(weights))
+    mixture: Mixture = []
+    for entry, group, weight in zip(entries, groups, weights):
+        spans = sorted((max(s, view.start) - view.start, min(e, view.end) - view.start)
+                       for s, e in (ranges[_describe(src)] for src in group))
+        merged: list[tuple[int, int]] = []
+        for s, e in (span for span in spans if span[1] > span[0]):
+            if merged and merged[-1][1] == s:
+                merged[-1] = (merged[-1][0], e)
+            else:
+                merged.append((s, e))
+        if weight > 0 and not merged:
+            raise ConfigError(f"data.train_weights: '{entry}' has no training tokens left "
+                              "(all held out by data.valid_fraction?)")
+        if weight > 0:
+            mixture.append((weight / total, merged, entry))
+    return mixture

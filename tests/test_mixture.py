@@ -1,0 +1,152 @@
+"""data.train_weights: pretraining on a mix of sources, each sampled at its weight."""
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nlpattn.config import Config, DataConfig, TokenizerConfig, load_config
+from nlpattn.data.blocks import BlockLoader, RandomBlocks
+from nlpattn.data.collate import MLMCollator
+from nlpattn.data.corpus import build_corpus
+from nlpattn.errors import ConfigError
+from nlpattn.tokenizer import train_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+LETTERS = "abc"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return train_tokenizer(TokenizerConfig(kind="char", vocab_size=60), texts=["abc xyz"] * 10)
+
+
+def write_sources(root: Path, sizes=(2000, 20000, 1000)) -> list[str]:
+    """Source a (a glob over two files), b and c: lines of one letter, so a window names its source."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "a").mkdir(exist_ok=True)
+    for k, (letter, n) in enumerate(zip(LETTERS, sizes)):
+        line = letter * 49 + "\n"
+        parts = [root / "a" / "a1.txt", root / "a" / "a2.txt"] if letter == "a" else [root / f"{letter}.txt"]
+        for part in parts:
+            part.write_text(line * (n // 50 // len(parts)))
+    return [str(root / "a" / "*.txt"), str(root / "b.txt"), str(root / "c.txt")]
+
+
+def corpus(tmp_path, tok, weights, **data):
+    files = write_sources(tmp_path / "src")
+    cfg = Config(output_dir=str(tmp_path / "run"),
+                 data=DataConfig(train_files=files, train_weights=weights, **data))
+    return build_corpus(cfg, tok)
+
+
+def source_of(window: torch.Tensor, tok, strict: bool = True) -> str:
+    text = tok.decode(window.tolist()).replace("\n", "").replace(" ", "")
+    assert len(set(text)) == 1 or not strict, f"a window crosses sources: {set(text)}"
+    return text[0]
+
+
+def shares(ds: RandomBlocks, tok, n: int, strict: bool = True) -> dict[str, float]:
+    counts = dict.fromkeys(LETTERS, 0)
+    for i in range(n):
+        counts[source_of(ds[i], tok, strict)] += 1
+    return {k: v / n for k, v in counts.items()}
+
+
+def test_blocks_follow_the_weights_not_the_sizes(tmp_path, tok):
+    n = 3000
+    train, _ = corpus(tmp_path / "w", tok, [0.5, 0.2, 0.3])
+    got = shares(RandomBlocks(train, 32, seed=1), tok, n)
+    for letter, w in zip(LETTERS, (0.5, 0.2, 0.3)):
+        sigma = math.sqrt(w * (1 - w) / n)
+        assert abs(got[letter] - w) < 4 * sigma, (letter, got)
+    sizes, _ = corpus(tmp_path / "s", tok, [])  # no weights: proportional to size (b is ~87%)
+    assert sizes.mixture is None and shares(RandomBlocks(sizes, 32, seed=1), tok, 500, False)["b"] > 0.8
+
+
+def test_zero_weight_drops_a_source_and_positions_are_deterministic(tmp_path, tok):
+    train, _ = corpus(tmp_path, tok, [1, 0, 3])
+    ds = RandomBlocks(train, 32, seed=5)
+    got = shares(ds, tok, 800)
+    assert got["b"] == 0 and abs(got["a"] - 0.25) < 4 * math.sqrt(0.25 * 0.75 / 800)
+    assert [ds.position(i) for i in range(50)] == [RandomBlocks(train, 32, seed=5).position(i) for i in range(50)]
+    assert [ds.position(i) for i in range(50)] != [RandomBlocks(train, 32, seed=6).position(i) for i in range(50)]
+
+
+def test_weighted_loader_resumes_exactly(tmp_path, tok):
+    train, _ = corpus(tmp_path, tok, [0.5, 0.2, 0.3])
+    collate = MLMCollator(tok)
+    loader = BlockLoader(RandomBlocks(train, 32, seed=2), 4, collate, seed=9)
+    for _ in range(3):
+        next(loader)
+    state = json.loads(json.dumps(loader.state_dict()))
+    want = [next(loader) for _ in range(2)]
+    resumed = BlockLoader(RandomBlocks(train, 32, seed=0), 4, collate, seed=0)
+    resumed.load_state_dict(state)
+    for batch in want:
+        got = next(resumed)
+        assert all(torch.equal(got[k], batch[k]) for k in ("input_ids", "labels"))
+
+
+def test_valid_fraction_is_never_sampled_for_training(tmp_path, tok):
+    train, valid = corpus(tmp_path, tok, [0.5, 0.2, 0.3], valid_fraction=0.02)
+    assert len(valid) > 0
+    ds = RandomBlocks(train, 32, seed=3)
+    assert max(ds.position(i) + 32 for i in range(4000)) <= len(train)
+    c_ranges = train.mixture[2][1]
+    assert c_ranges[-1][1] == len(train)  # c, the last source, lost its tail to validation
+
+
+@pytest.mark.parametrize("weights,message", [
+    ("[1,2]", r"'data.train_weights' has 2 weights for 3 data.train_files entries"),
+    ("[1,-1,2]", r"'data.train_weights' must be finite numbers >= 0, got -1"),
+    ("[0,0,0]", r"'data.train_weights' are all zero"),
+])
+def test_bad_weights_one_line_exit_2_nothing_written(tmp_path, weights, message):
+    files = write_sources(tmp_path / "src")
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "nlpattn", "pretrain", "--config", str(REPO / "configs/pretrain/mlm-small.yaml"),
+                           f"output_dir={out}", f"data.train_files=[{','.join(files)}]", f"data.train_weights={weights}"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert __import__("re").search(message, done.stderr) and not out.exists()
+
+
+def test_mlm_corpus_recipe_loads_and_a_missing_corpus_names_the_path(tmp_path):
+    cfg = load_config(str(REPO / "configs/pretrain/mlm-corpus.yaml"))
+    assert len(cfg.data.train_weights) == len(cfg.data.train_files) == 3
+    assert (cfg.model.norm, cfg.model.dropout, cfg.model.bias, cfg.data.block_size) == ("pre", 0.0, False, 128)
+    assert cfg.data.mlm_probability == 0.25 and cfg.train.grad_accum > 1 and cfg.train.schedule == "linear"
+    nowhere = tmp_path / "no-corpus"
+    files = [f.replace("../shared/data/corpus", str(nowhere)) for f in cfg.data.train_files]
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "nlpattn", "pretrain", "--config", str(REPO / "configs/pretrain/mlm-corpus.yaml"),
+                           f"output_dir={out}", f"data.train_files=[{','.join(files)}]"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert str(nowhere / "wikipedia") in done.stderr and not out.exists()
+
+
+def test_weighted_pretrain_resumes_bit_for_bit(tmp_path):
+    import shutil
+
+    from test_train_utils import events, run_cli, tiny_overrides
+
+    files = write_sources(tmp_path / "src")
+    mix = [f"data.train_files=[{','.join(files)}]", "data.train_weights=[0.5,0.2,0.3]"]
+    args = lambda out: ["pretrain", *tiny_overrides(tmp_path / "data", out, objective="mlm", max_steps=8,
+                                                    save_every=4, keep_last=2, eval_every=100), *mix]
+    ref = run_cli(args(tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr
+    shutil.copytree(tmp_path / "ref", tmp_path / "cut")
+    shutil.rmtree(tmp_path / "cut" / "checkpoints" / "step-0000008")
+    (tmp_path / "cut" / "summary.json").unlink()
+    again = run_cli(args(tmp_path / "cut"))
+    assert again.returncode == 0 and "resumed from" in again.stderr, again.stderr
+    want, got = events(tmp_path / "ref"), events(tmp_path / "cut")
+    assert [e["step"] for e in got] == [e["step"] for e in want] and got[-1]["step"] == 8
+    assert [e["loss"] for e in got] == [e["loss"] for e in want]
