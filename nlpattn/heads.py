@@ -11,6 +11,23 @@ from nlpattn.layers import activation_fn
 IGNORE_INDEX = -100
 
 
+CE_CHUNK_BYTES = 8 * 2**20  # float32 logits per cross-entropy chunk: stays in cache, never B·T·V at once
+
+
+def chunked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, chunk_rows: int | None = None) -> torch.Tensor:
+    """Mean cross-entropy of logits (N, V) against targets (N,) (IGNORE_INDEX skipped), computed over
+    row chunks upcast to float32 one at a time: the same value and gradient as
+    `F.cross_entropy(logits.float(), targets)` within float32 rounding (the sum runs per chunk), without
+    the N·V float32 copy, log-probabilities and gradient that the whole-array call allocates for bf16 /
+    fp16 logits (float32 logits need no copy: one call unless `chunk_rows` is given)."""
+    rows = chunk_rows or max(1, CE_CHUNK_BYTES // (4 * logits.shape[-1]))
+    if logits.shape[0] <= rows or (chunk_rows is None and logits.dtype == torch.float32):  # fp32: no copy to save
+        return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX)
+    total = sum(F.cross_entropy(part.float(), t, ignore_index=IGNORE_INDEX, reduction="sum")
+                for part, t in zip(logits.split(rows), targets.split(rows)))  # split: one cat in backward
+    return total / (targets != IGNORE_INDEX).sum()
+
+
 class MaskedLMHead(nn.Module):
     """BERT-style MLM head: optional dense+act+LayerNorm transform, then vocabulary logits.
 
@@ -67,8 +84,7 @@ class LMHead(nn.Module):
             pred, target = logits[:, :-1], labels[:, 1:]
         else:
             pred, target = logits, labels
-        loss = F.cross_entropy(pred.reshape(-1, pred.shape[-1]).float(), target.reshape(-1),
-                               ignore_index=IGNORE_INDEX)
+        loss = chunked_cross_entropy(pred.reshape(-1, pred.shape[-1]), target.reshape(-1))
         return logits, loss
 
 

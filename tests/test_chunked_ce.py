@@ -1,0 +1,45 @@
+"""The causal LM's chunked cross-entropy equals the whole-array loss and gradient within float32 rounding."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nlpattn.heads import IGNORE_INDEX, chunked_cross_entropy
+
+
+def reference(logits, targets):
+    return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("chunk_rows", [1, 7, 64, 1000])
+def test_loss_and_gradient_equal_the_plain_cross_entropy(dtype, chunk_rows):
+    torch.manual_seed(0)
+    n, v = 301, 97  # chunks of 7 and 64 do not divide 301
+    base = (torch.randn(n, v) * 4).to(dtype)
+    targets = torch.randint(0, v, (n,))
+    targets[::5] = IGNORE_INDEX
+    a, b = base.clone().requires_grad_(), base.clone().requires_grad_()
+    ours, ref = chunked_cross_entropy(a, targets, chunk_rows), reference(b, targets)
+    assert ours.dtype == ref.dtype == torch.float32
+    step = float(np.spacing(np.float32(ref.item())))
+    assert abs(ours.item() - ref.item()) <= 4 * step, (ours.item(), ref.item(), step)
+    ours.backward()
+    ref.backward()
+    assert a.grad.dtype == dtype
+    torch.testing.assert_close(a.grad.float(), b.grad.float(), rtol=1e-5 if dtype == torch.float32 else 1e-2, atol=1e-7)
+    assert not torch.equal(a.grad, torch.zeros_like(a.grad))
+
+
+def test_all_ignored_is_nan_like_the_plain_loss():
+    logits, targets = torch.randn(50, 11), torch.full((50,), IGNORE_INDEX)
+    assert torch.isnan(chunked_cross_entropy(logits, targets, 8)) and torch.isnan(reference(logits, targets))
+
+
+def test_a_wrong_chunk_sum_would_fail():
+    """The test's tolerance sees a dropped chunk (the loss of a 1/43 share of rows)."""
+    torch.manual_seed(1)
+    logits, targets = torch.randn(301, 97) * 4, torch.randint(0, 97, (301,))
+    dropped = sum(F.cross_entropy(p, t, reduction="sum") for p, t in zip(logits.split(7)[1:], targets.split(7)[1:])) / 301
+    step = float(np.spacing(np.float32(reference(logits, targets).item())))
+    assert abs(dropped.item() - reference(logits, targets).item()) > 100 * step
