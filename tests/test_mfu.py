@@ -213,3 +213,11 @@ def test_auto_precision_and_cached_peak_in_a_run(tmp_path, monkeypatch, capsys, 
     assert math.isfinite(summary["mfu"]) and 0 < summary["mfu"]
     err = capsys.readouterr().err
     assert f"precision {precision} ({reason}); peak 325.0 GFLOP/s (cached)" in err
+
+
+def test_mfu_fields_say_none_when_unknown():
+    assert mfu.mfu_fields(6e9, 1000, 2.0, 1e10) == {"flops_per_token": 6e6, "mfu": 0.3}
+    assert mfu.mfu_fields(None, 1000, 2.0, 1e10) == {"flops_per_token": None, "mfu": None}  # not one of our models
+    assert mfu.mfu_fields(6e9, 1000, 2.0, None) == {"flops_per_token": 6e6, "mfu": None}  # no peak
+    assert mfu.run_peak(None, "fp32", "cpu", needed=False) is None
+    assert mfu.run_peak(5e11, "fp32", "cpu") == (5e11, "train.peak_flops")

@@ -240,13 +240,9 @@ class Trainer:
 
     def _peak_flops(self) -> tuple[float, str] | None:
         """(peak FLOP/s of one process, source): `train.peak_flops`, else measured / cached."""
-        from nlpattn.train.mfu import peak_flops
+        from nlpattn.train.mfu import run_peak
 
-        if self.cfg.peak_flops is not None:
-            return float(self.cfg.peak_flops), "train.peak_flops"
-        if self.flops_fn is None:
-            return None
-        return peak_flops(self.precision, self.accelerator.device)
+        return run_peak(self.cfg.peak_flops, self.precision, self.accelerator.device, self.flops_fn is not None)
 
     def _start_line(self) -> str:
         peak = "unknown" if self.peak is None else f"{self.peak[0] / 1e9:,.1f} GFLOP/s ({self.peak[1]})"
@@ -254,10 +250,10 @@ class Trainer:
 
     def _mfu(self, flops: float, tokens: float, seconds: float) -> dict:
         """flops_per_token and mfu (achieved FLOP/s ÷ the peak of all processes); None if unknown."""
-        known = self.flops_fn is not None and tokens > 0
+        from nlpattn.train.mfu import mfu_fields
+
         peak = self.peak[0] * self.accelerator.num_processes if self.peak else None
-        return {"flops_per_token": flops / tokens if known else None,
-                "mfu": flops / seconds / peak if known and peak and seconds > 0 else None}
+        return mfu_fields(flops if self.flops_fn is not None else None, tokens, seconds, peak)
 
     def _epoch(self) -> float | None:
         epoch = getattr(self.batches, "epoch", None)

@@ -100,6 +100,23 @@ def peak_flops(precision: str, device: torch.device | str = "cpu") -> tuple[floa
     return value, "measured"
 
 
+def run_peak(given: float | None, precision: str, device: torch.device | str, needed: bool = True
+             ) -> tuple[float, str] | None:
+    """A run's (peak FLOP/s, source): `train.peak_flops` if given, else `peak_flops` when the run
+    can count its FLOPs (`needed`), else None."""
+    if given is not None:
+        return float(given), "train.peak_flops"
+    return peak_flops(precision, device) if needed else None
+
+
+def mfu_fields(flops: float | None, tokens: float, seconds: float, peak: float | None) -> dict:
+    """{"flops_per_token", "mfu"} of `flops` (None = not known) over `tokens` in `seconds` on a
+    `peak` FLOP/s device (all processes); None where it cannot be said."""
+    known = flops is not None and tokens > 0
+    return {"flops_per_token": flops / tokens if known else None,
+            "mfu": flops / seconds / peak if known and peak and seconds > 0 else None}
+
+
 def _read_cache(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
