@@ -85,6 +85,9 @@ def test_imdb_task_reads_gz_and_scores_the_test_split(tmp_path):
     from nlpattn.train.glue_suite import default_tasks
 
     assert default_tasks(str(root)) == ["imdb"] and "imdb" not in default_tasks(str(REPO / "data/glue"))
+    with_imdb = default_tasks(str(REPO / "data/glue"), str(root))
+    assert with_imdb[-1] == "imdb" and with_imdb[:-1] == default_tasks(str(REPO / "data/glue"))
+    assert default_tasks(str(REPO / "data/glue"), str(tmp_path / "nowhere"))[-1] != "imdb"
 
 
 def test_imdb_bad_input_names_file_and_line(tmp_path):

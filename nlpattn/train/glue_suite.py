@@ -21,11 +21,14 @@ def task_config(task: str) -> str:
     return str(specific if specific.is_file() else base / "glue.yaml")
 
 
-def default_tasks(data_dir: str) -> list[str]:
-    """Every task whose train and dev files are available locally, in GLUE order (then IMDB)."""
+def default_tasks(data_dir: str, imdb_dir: str | None = None) -> list[str]:
+    """Every task whose train and dev files are available locally, in GLUE order; then IMDB when
+    its files are under `data_dir` or `imdb_dir` (configs/finetune/imdb.yaml's glue.data_dir)."""
     from nlpattn.data.glue import available_tasks
 
     have = set(available_tasks(data_dir))
+    if imdb_dir is not None and "imdb" in available_tasks(imdb_dir):
+        have.add("imdb")
     return [t for t in TASK_ORDER if t in have]
 
 
@@ -42,7 +45,8 @@ def run_glue(init: str | None, tasks: list[str] | None, overrides: list[str], ou
     from nlpattn.train.finetune import report_line, run_finetune
 
     base = load_config(task_config("sst2"), overrides)
-    tasks = [get_task(t).name for t in tasks] if tasks else default_tasks(base.glue.data_dir)
+    imdb_dir = load_config(task_config("imdb"), overrides).glue.data_dir
+    tasks = [get_task(t).name for t in tasks] if tasks else default_tasks(base.glue.data_dir, imdb_dir)
     if not tasks:
         raise ConfigError(f"glue.data_dir: no GLUE task with train and dev files under {base.glue.data_dir}")
     root = suite_dir(init, out)
