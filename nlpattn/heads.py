@@ -51,7 +51,9 @@ class MaskedLMHead(nn.Module):
         """(..., d) → (..., V)."""
         if self.transform is not None:
             hidden = self.transform(hidden)
-        return self.decoder(hidden) + self.bias
+        # one addmm with the bias, as BERT's tied decoder does: under autocast a separate `+ bias`
+        # promotes the (N, V) bf16 logits to float32 (a full extra pass and copy)
+        return F.linear(hidden, self.decoder.weight, self.bias)
 
     def forward(self, hidden: torch.Tensor, labels: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
