@@ -477,3 +477,12 @@ def test_finetune_starts_from_a_checkpoint(run, tmp_path, capsys):
                     "train.eval_batches=1", "train.precision=fp32", "train.progress=false", "train.num_threads=1")
     assert code == 0, err
     assert json.loads((out / "eval" / "rte.json").read_text())["init"] == str(run / "checkpoints" / OLDER)
+
+
+def test_one_process_runs_trainings_of_different_precisions_in_turn():
+    """make demo, nlpattn glue and cost compare run several trainings in one process."""
+    from nlpattn.config import TrainConfig
+    from nlpattn.train.runtime import make_accelerator
+
+    assert str(make_accelerator(TrainConfig(precision="bf16")).mixed_precision) == "bf16"
+    assert str(make_accelerator(TrainConfig(precision="fp32")).mixed_precision) == "no"

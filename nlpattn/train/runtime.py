@@ -90,6 +90,12 @@ def make_accelerator(cfg: TrainConfig):
         raise ConfigError("train.precision=fp16 needs a GPU (loss scaling); use bf16 or fp32 on CPU")
     # torchrun on a machine without GPUs: Accelerate needs cpu=True to pick MULTI_CPU (gloo)
     cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        # one process may run several trainings (make demo, nlpattn glue, cost compare): each is a
+        # new run, but Accelerate keeps its first mixed-precision setting per process unless reset
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
     try:
         return Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum,
                            log_with=None, step_scheduler_with_optimizer=False, cpu=cpu)
