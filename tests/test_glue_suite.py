@@ -11,7 +11,7 @@ from nlpattn.data.glue import get_task
 from nlpattn.train.finetune import write_predictions
 from test_finetune import TINY
 
-REPO_GLUE = TINY[-2].split("=", 1)[1]  # glue.data_dir=<repo>/data/glue
+REPO_GLUE = next(o for o in TINY if o.startswith("glue.data_dir=")).split("=", 1)[1]  # <repo>/data/glue
 MNLI = ("entailment", "neutral", "contradiction")
 
 
