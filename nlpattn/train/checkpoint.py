@@ -81,13 +81,12 @@ def resume_candidates(resume: str, run_dir: str | os.PathLike) -> list[Path]:
                           f"nor a run directory with checkpoints")
 
 
-def resolve_resume(resume: str, run_dir: str | os.PathLike, report=None) -> Path | None:
-    """The checkpoint to resume from: the first candidate whose files all read and check out.
-    Under `auto` an unreadable checkpoint is skipped (reported through `report(message)`);
-    if none reads, or an explicit PATH does not, CheckpointError names the file."""
-    candidates = resume_candidates(resume, run_dir)
+def resolve_resume(resume: str, run_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint to resume from: the first candidate whose files all read and check out
+    (a read-only check before a run writes anything; the Trainer then loads it, and under
+    `auto` skips, with a message, one whose weights or state do not fit the model)."""
     errors = []
-    for path in candidates:
+    for path in resume_candidates(resume, run_dir):
         try:
             read_checkpoint(path)
             return path
@@ -95,8 +94,6 @@ def resolve_resume(resume: str, run_dir: str | os.PathLike, report=None) -> Path
             if resume != "auto":
                 raise
             errors.append(str(e))
-            if report is not None:
-                report(f"skipping checkpoint {path.name}: {e}")
     if errors:
         raise CheckpointError(f"no checkpoint of {run_dir} can be resumed; newest: {errors[0]}")
     return None

@@ -195,6 +195,10 @@ class Trainer:
             return reason
         if self.state.step % min(self.cfg.log_every, 10) != 0:
             return None
+        return self._agreed(reason)
+
+    def _agreed(self, reason: str | None) -> str | None:
+        """The most urgent stop reason of any process (one small all-reduce)."""
         code = torch.tensor(float(_STOP_CODES[reason]), device=self.accelerator.device)
         code = int(self.accelerator.reduce(code, "max"))
         return {v: k for k, v in _STOP_CODES.items()}[code]
@@ -408,7 +412,7 @@ class Trainer:
         if reason not in _SIGNALS:
             reason = self._final_eval(signals) or reason
         if reason in _SIGNALS:
-            if st.step % self.cfg.save_every != 0 and self.resumed_from != self._checkpoint_path():
+            if st.step % self.cfg.save_every != 0:
                 self.save_checkpoint()
             self.logger.write(f"received {reason} at step {st.step}: checkpoint saved in "
                               f"{self._checkpoint_path()}; continue with train.resume=auto")
@@ -437,8 +441,7 @@ class Trainer:
                 return signals.received
             return None
         self._evaluate(final=True)
-        code = torch.tensor(float(_STOP_CODES[signals.received]), device=self.accelerator.device)
-        reason = {v: k for k, v in _STOP_CODES.items()}[int(self.accelerator.reduce(code, "max"))]
+        reason = self._agreed(signals.received)
         return reason if reason in _SIGNALS else None
 
     def _save_final_model(self) -> None:
