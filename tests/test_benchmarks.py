@@ -41,3 +41,33 @@ def test_shakespeare_reference_trains(monkeypatch):
     monkeypatch.setitem(anchor.RECIPE, "eval_every", 2)
     out = anchor.train_reference()
     assert 3.0 < out["final_val_loss"] < 5.0  # ~log(65) after 3 steps
+
+
+def test_mlm_peer_scores_both_models_alike_on_the_same_masked_batches(tmp_path):
+    """Ours and its transformers conversion get the same masked loss and accuracy from
+    masked_scores: the two sides are scored by one rule (ours returns masked rows only)."""
+    import torch
+
+    from nlpattn.config import load_config
+    from nlpattn.data.corpus import build_corpus
+    from nlpattn.interop.hf import to_transformers
+    from nlpattn.models import build_model
+    from nlpattn.tokenizer import train_tokenizer
+    from test_train_utils import tiny_overrides
+
+    peer = load("mlm_peer")
+    cfg = load_config(None, [*tiny_overrides(tmp_path / "data", tmp_path / "run", objective="mlm"),
+                             "model.norm=post", "model.type_vocab_size=2"])
+    tok = train_tokenizer(cfg.tokenizer, cfg.data.train_files)
+    _, valid = build_corpus(cfg, tok)
+    batches = peer.fixed_eval_batches(valid, cfg.data.block_size, tok, batch_size=4, n=2)
+    again = peer.fixed_eval_batches(valid, cfg.data.block_size, tok, batch_size=4, n=2)
+    assert len(batches) == 2 and all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(batches, again))
+    torch.manual_seed(0)
+    ours = build_model(load_config(None, [*tiny_overrides(tmp_path / "data", tmp_path / "run", objective="mlm"),
+                                          "model.norm=post", "model.type_vocab_size=2",
+                                          f"model.vocab_size={tok.vocab_size}"]).model, "mlm").eval()
+    mine, theirs = peer.masked_scores(ours, batches, ours=True), peer.masked_scores(to_transformers(ours), batches,
+                                                                                     ours=False)
+    assert mine["tokens"] == theirs["tokens"] > 0
+    assert abs(mine["loss"] - theirs["loss"]) < 1e-4 and mine["accuracy"] == theirs["accuracy"]
