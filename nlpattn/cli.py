@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("nlpattn.generate:cli_main", "sample text from a causal-LM run"),
     "attention-map": ("nlpattn.viz:cli_main", "draw attention maps of a run for a text"),
     "cost": ("nlpattn.cost.report:cli_main", "measure Table 1 (cost per layer) / compare bodies"),
+    "race": ("nlpattn.race.stages:cli_main", "bodies at equal budget: MLM pretraining, then real tasks"),
     "export-hf": ("nlpattn.interop.hf:cli_export", "export a run as a transformers model directory"),
     "info": ("nlpattn.demo:cli_info", "build a model from a config; print params and FLOPs"),
 }

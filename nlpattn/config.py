@@ -153,6 +153,8 @@ class GlueConfig:
     truncation: str = "head"  # head | tail | head+tail (single-text tasks; pairs: longest first)
     head_tokens: int = 128  # head+tail: tokens kept from the start, the rest from the end
     tasks: list[str] = field(default_factory=list)  # `nlpattn glue`: empty = all available
+    max_train_examples: int | None = None  # a fixed random subset (seed 0) of the train split; None = all
+    max_eval_examples: int | None = None  # the same for every dev split; None = all
 
 
 @dataclass
@@ -190,6 +192,28 @@ class CostConfig:
 
 
 @dataclass
+class RaceConfig:
+    """`nlpattn race`: bodies at equal wall-clock budget, MLM pretraining then real tasks (issue 18)."""
+
+    bodies: list[str] = field(default_factory=lambda: ["transformer", "lstm", "gru", "cnn", "cnn-se"])
+    # per-body overrides: "<body> key=value key=value ..." (sizes that match the body parameters)
+    body_overrides: list[str] = field(default_factory=list)
+    param_tolerance: float = 0.10  # body parameter counts must lie within this of each other
+    lrs: list[float] = field(default_factory=lambda: [3e-4, 1e-3, 3e-3])
+    sweep_minutes: float = 0.5  # MLM budget of each lr-sweep run
+    minutes: float = 4.0  # MLM budget of each body's pretraining run
+    tasks: list[str] = field(default_factory=lambda: ["sst2", "cola", "imdb"])
+    seeds: int = 3
+    imdb_lengths: list[int] = field(default_factory=lambda: [128, 512])
+    glue_dir: str = "data/glue"  # SST-2 / CoLA
+    imdb_dir: str = "../shared/data/corpus"  # holds imdb/train.tsv.gz, imdb/test.tsv.gz
+    finetune_config: str = "configs/finetune/glue.yaml"  # the one recipe for every body
+    finetune_overrides: list[str] = field(default_factory=list)  # key=value on top of it, every run
+    max_train_examples: list[str] = field(default_factory=lambda: ["sst2=2000", "cola=2000", "imdb=500"])
+    max_eval_examples: list[str] = field(default_factory=lambda: ["imdb=500"])  # unlisted task = all
+
+
+@dataclass
 class Config:
     """The root config: one schema for every command; each reads the sections it needs."""
 
@@ -203,6 +227,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     glue: GlueConfig = field(default_factory=GlueConfig)
     cost: CostConfig = field(default_factory=CostConfig)
+    race: RaceConfig = field(default_factory=RaceConfig)
 
 
 # Names from DESIGN.md: every command shares the root schema.
@@ -467,6 +492,9 @@ def validate(cfg: Config, source: str) -> None:
     _choice(cfg.glue.truncation, TRUNCATIONS, "glue.truncation", source)
     if cfg.glue.head_tokens < 0:
         raise ConfigError(f"{source}: key 'glue.head_tokens' must be >= 0, got {cfg.glue.head_tokens}")
+    for key in ("max_train_examples", "max_eval_examples"):
+        if getattr(cfg.glue, key) is not None and getattr(cfg.glue, key) < 1:
+            raise ConfigError(f"{source}: key 'glue.{key}' must be >= 1, got {getattr(cfg.glue, key)}")
     if cfg.data.block_size < 2:
         raise ConfigError(f"{source}: key 'data.block_size' must be >= 2")
     if cfg.data.block_size > cfg.model.max_len and cfg.model.position in ("learned",):

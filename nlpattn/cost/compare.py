@@ -59,24 +59,25 @@ def read_events(run_dir: Path) -> list[dict]:
 
 
 def val_curve(events: list[dict]) -> list[dict]:
-    """(step, training seconds, val loss) at every evaluation.
+    """(step, training seconds, training tokens, val loss) at every evaluation.
 
     Training seconds come from an event's `elapsed_s` when the Trainer logs one; otherwise they
     are rebuilt from the train events: Σ tokens / tokens_per_s over the log intervals, which
     is the time spent in training steps (evaluation excluded).
     """
-    seconds_at, total, tokens = {}, 0.0, 0
+    seconds_at, tokens_at, total, tokens = {}, {}, 0.0, 0
     for e in events:
         if e.get("split") == "train" and e.get("tokens_per_s"):
             total += (e["tokens"] - tokens) / e["tokens_per_s"]
-            tokens = e["tokens"]
+            tokens = tokens_at[e["step"]] = e["tokens"]
             seconds_at[e["step"]] = e.get("elapsed_s", total)
     curve = []
     for e in events:
         if e.get("split") == "val" and e.get("loss") is not None:
             before = [s for s in seconds_at if s <= e["step"]]
             seconds = e.get("elapsed_s", seconds_at[max(before)] if before else 0.0)
-            curve.append({"step": e["step"], "seconds": seconds, "loss": e["loss"]})
+            curve.append({"step": e["step"], "seconds": seconds, "loss": e["loss"],
+                          "tokens": tokens_at[max(before)] if before else 0})
     return curve
 
 
@@ -144,17 +145,19 @@ def compare_markdown(results: dict) -> str:
 
 
 COLOURS = {"transformer": ("#d62728", "o"), "lstm": ("#1f77b4", "D"), "gru": ("#17becf", "d"),
-           "cnn": ("#2ca02c", "<")}
+           "cnn": ("#2ca02c", "<"), "cnn-se": ("#bcbd22", ">")}
 
 
-def plot_compare(results: dict, path: Path) -> Path:
-    """One figure, two panels: validation loss vs training time and vs training FLOPs."""
+def plot_compare(results: dict, path: Path, title: str | None = None) -> Path:
+    """One figure, two panels: validation loss vs training time and vs training FLOPs.
+
+    `results["runs"]`: name, body_params, params and a curve of {seconds, flops, loss} points."""
     from nlpattn.cost.plots import _plt
 
     plt = _plt()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     for r in results["runs"]:
-        colour, marker = COLOURS.get(r["name"].split("-")[0], ("#7f7f7f", "x"))
+        colour, marker = COLOURS.get(r["name"], COLOURS.get(r["name"].split("-")[0], ("#7f7f7f", "x")))
         pts, label = r["curve"], f"{r['name']} (body {r['body_params'] / 1e6:.2f}M, all {r['params'] / 1e6:.2f}M params)"
         left.plot([p["seconds"] / 60 for p in pts], [p["loss"] for p in pts], marker=marker, color=colour, label=label)
         right.plot([p["flops"] / 1e12 for p in pts], [p["loss"] for p in pts], marker=marker, color=colour, label=label)
@@ -164,7 +167,7 @@ def plot_compare(results: dict, path: Path) -> Path:
     for ax in (left, right):
         ax.grid(True, alpha=0.3)
     left.legend()
-    fig.suptitle(f"Causal LM, equal wall-clock budget ({results['minutes']} min per body), same data")
+    fig.suptitle(title or f"Causal LM, equal wall-clock budget ({results['minutes']} min per body), same data")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

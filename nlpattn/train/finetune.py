@@ -224,6 +224,16 @@ def _steps(cfg: Config, batches) -> Config:
     return dataclasses.replace(cfg, train=dataclasses.replace(t, max_steps=steps))
 
 
+def subset(examples: list, n: int | None) -> list:
+    """A fixed random subset of `n` examples (seed 0, original order kept); all when n is None or larger."""
+    if n is None or n >= len(examples):
+        return examples
+    import random
+
+    keep = sorted(random.Random(0).sample(range(len(examples)), n))
+    return [examples[i] for i in keep]
+
+
 def run_finetune(cfg: Config, accelerator=None) -> dict:
     """Fine-tune on `cfg.task`; returns the eval report (also written to eval/<task>.json)."""
     from nlpattn.data.glue import check_glue_dir, check_truncation, get_task
@@ -259,8 +269,9 @@ def _finetune(cfg: Config, task, acc) -> dict:
     tok, model = init_model(cfg, task.num_labels, acc)
     cfg = dataclasses.replace(cfg, model=model.cfg)
     check_resume_settings(cfg)  # before anything is written to the run directory
-    train_raw = read_glue_split(task, "train", cfg.glue.data_dir)
-    raw_dev = {s: read_glue_split(task, s, cfg.glue.data_dir) for s in task.dev_splits}
+    train_raw = subset(read_glue_split(task, "train", cfg.glue.data_dir), cfg.glue.max_train_examples)
+    raw_dev = {s: subset(read_glue_split(task, s, cfg.glue.data_dir), cfg.glue.max_eval_examples)
+               for s in task.dev_splits}
     collate = ClassificationCollator(tok.pad_id, task.is_regression)
     batches = EpochBatches(encode_glue(train_raw, tok, *glue_encoding(cfg)), cfg.train.batch_size, collate,
                            seed=cfg.train.seed, rank=acc.process_index, world_size=acc.num_processes,
