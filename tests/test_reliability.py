@@ -425,7 +425,13 @@ def test_glue_data_dir_that_is_not_a_directory(tmp_path, capsys):
         assert not out.exists()
 
 
-def test_a_label_that_is_not_a_finite_number_is_bad_data(tmp_path, capsys):
+@pytest.mark.parametrize("bad_row, message", [
+    (lambda fields: [*fields[:-1], "nan"], "label 'nan' is not a finite number"),
+    (lambda fields: ["no tab in this row"], "expected"),
+])
+def test_a_bad_row_inside_a_gzipped_task_file_is_bad_data(tmp_path, capsys, bad_row, message):
+    """One line naming the file and line, exit 2, and no run directory at all: the task files are
+    read before a tokenizer would be trained and saved into it."""
     import gzip
 
     task_dir = tmp_path / "glue" / "STS-B"
@@ -436,15 +442,14 @@ def test_a_label_that_is_not_a_finite_number_is_bad_data(tmp_path, capsys):
         text = (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8").read()
         lines = text.splitlines()
         if split == "train":
-            fields = lines[3].split("\t")
-            fields[-1] = "nan"
-            lines[3] = "\t".join(fields)
+            lines[3] = "\t".join(bad_row(lines[3].split("\t")))
         with gzip.open(task_dir / f"{split}.tsv.gz", "wt", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
     out = tmp_path / "ft"
     code, err = cli(capsys, "finetune", "task=stsb", f"glue.data_dir={tmp_path / 'glue'}", f"output_dir={out}",
                     "train.max_steps=1")
-    assert_refused(code, err, f"{task_dir / 'train.tsv.gz'}:4: label 'nan' is not a finite number")
+    assert_refused(code, err, f"{task_dir / 'train.tsv.gz'}:4: {message}")
+    assert not out.exists()
 
 
 # --- signals --------------------------------------------------------------------------------

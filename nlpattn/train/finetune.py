@@ -266,12 +266,14 @@ def _finetune(cfg: Config, task, acc) -> dict:
 
     set_threads(cfg.train, acc)
     set_seed(cfg.train.seed)
-    tok, model = init_model(cfg, task.num_labels, acc)
-    cfg = dataclasses.replace(cfg, model=model.cfg)
-    check_resume_settings(cfg)  # before anything is written to the run directory
+    # The task files are read (and checked) first: a bad row must fail before a tokenizer is trained
+    # and saved into the run directory.
     train_raw = subset(read_glue_split(task, "train", cfg.glue.data_dir), cfg.glue.max_train_examples)
     raw_dev = {s: subset(read_glue_split(task, s, cfg.glue.data_dir), cfg.glue.max_eval_examples)
                for s in task.dev_splits}
+    tok, model = init_model(cfg, task.num_labels, acc)
+    cfg = dataclasses.replace(cfg, model=model.cfg)
+    check_resume_settings(cfg)  # before anything is written to the run directory
     collate = ClassificationCollator(tok.pad_id, task.is_regression)
     batches = EpochBatches(encode_glue(train_raw, tok, *glue_encoding(cfg)), cfg.train.batch_size, collate,
                            seed=cfg.train.seed, rank=acc.process_index, world_size=acc.num_processes,
