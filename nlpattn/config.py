@@ -200,8 +200,8 @@ class RaceConfig:
     body_overrides: list[str] = field(default_factory=list)
     param_tolerance: float = 0.10  # body parameter counts must lie within this of each other
     lrs: list[float] = field(default_factory=lambda: [3e-4, 1e-3, 3e-3])
-    sweep_minutes: float = 0.5  # MLM budget of each lr-sweep run
-    minutes: float = 4.0  # MLM budget of each body's pretraining run
+    sweep_minutes: float = 0.4  # MLM budget of each lr-sweep run
+    minutes: float = 2.5  # MLM budget of each body's pretraining run
     tasks: list[str] = field(default_factory=lambda: ["sst2", "cola", "imdb"])
     seeds: int = 3
     imdb_lengths: list[int] = field(default_factory=lambda: [128, 512])
@@ -209,8 +209,8 @@ class RaceConfig:
     imdb_dir: str = "../shared/data/corpus"  # holds imdb/train.tsv.gz, imdb/test.tsv.gz
     finetune_config: str = "configs/finetune/glue.yaml"  # the one recipe for every body
     finetune_overrides: list[str] = field(default_factory=list)  # key=value on top of it, every run
-    max_train_examples: list[str] = field(default_factory=lambda: ["sst2=2000", "cola=2000", "imdb=500"])
-    max_eval_examples: list[str] = field(default_factory=lambda: ["imdb=500"])  # unlisted task = all
+    max_train_examples: list[str] = field(default_factory=lambda: ["sst2=1000", "cola=1000", "imdb=128"])
+    max_eval_examples: list[str] = field(default_factory=lambda: ["imdb=128"])  # unlisted task = all
 
 
 @dataclass

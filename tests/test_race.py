@@ -81,6 +81,7 @@ def test_tiny_race_report_structure(race):
         assert set(r["tasks"]) == {"sst2", "imdb-32", "imdb-64"}
         for key, t in r["tasks"].items():
             assert len(t["scores"]) == 2 and 0 <= t["mean"] <= 1 and t["std"] >= 0
+            assert len(t["steps"]) == 2 and t["capped"] == 0
             assert t["train_tokens_per_s"] > 0 and t["peak_rss_mb"] > 0 and t["seconds_per_epoch"] > 0
             assert t["train_examples"] == (48 if key == "sst2" else 32)
             assert t["eval_examples"] == (40 if key == "sst2" else 24)
@@ -149,3 +150,14 @@ def test_default_config_matches_body_sizes():
     assert list(sizes) == ["transformer", "lstm", "gru", "cnn", "cnn-se"]
     low, high = min(v["params_body"] for v in sizes.values()), max(v["params_body"] for v in sizes.values())
     assert high <= 1.1 * low
+
+
+def test_a_run_stopped_by_a_signal_is_not_finished(tmp_path):
+    from nlpattn.race.stages import finished
+
+    done = tmp_path / "summary.json"
+    assert not finished(done)
+    done.write_text(json.dumps({"steps": 3, "stop_reason": "SIGTERM"}))
+    assert not finished(done)  # resumed: redone from scratch, not reported
+    done.write_text(json.dumps({"steps": 3, "stop_reason": "max_minutes"}))
+    assert finished(done)

@@ -51,16 +51,26 @@ def task_entry(key: str, jobs: list[Job]) -> dict:
     sums = [_json(j.run_dir / "summary.json") for j in jobs]
     scores = [next(iter(e["metrics"].values()))[metric] for e in evals]
     epochs = jobs[0].cfg.train.epochs or 1.0
-    per_epoch = statistics.mean(s["train_s"] / epochs for s in sums)
+    # an epoch cut short by train.max_minutes: scaled to the whole epoch by steps done / steps planned
+    per_epoch = statistics.mean(s["train_s"] / epochs * _planned(j) / max(1, s["steps"]) for s, j in zip(sums, jobs))
     n_train = sums[0].get("train_examples")
     entry = {"metric": metric, "scores": scores, "mean": statistics.mean(scores),
              "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
              "train_tokens_per_s": statistics.mean(s["tokens_per_s"] for s in sums),
              "peak_rss_mb": max(s["peak_mem_mib"] for s in sums), "seconds_per_epoch": per_epoch,
-             "train_examples": n_train, "eval_examples": _eval_count(jobs[0]), "seeds": [j.seed for j in jobs]}
+             "train_examples": n_train, "eval_examples": _eval_count(jobs[0]), "seeds": [j.seed for j in jobs],
+             "steps": [s["steps"] for s in sums],
+             "capped": sum(s.get("stop_reason") == "max_minutes" for s in sums)}  # runs cut by train.max_minutes
     if task == "imdb" and n_train:
         entry["seconds_per_epoch_25k_extrapolated"] = per_epoch * IMDB_TRAIN / n_train
     return entry
+
+
+def _planned(job: Job) -> int:
+    """The steps a fine-tuning run planned (train.max_steps of its resolved config.yaml)."""
+    from nlpattn.config import load_config
+
+    return load_config(job.run_dir / "config.yaml").train.max_steps
 
 
 def _eval_count(job: Job) -> int | None:
@@ -160,12 +170,14 @@ def scores_table(results: dict) -> list[str]:
 
 def cost_table(results: dict) -> list[str]:
     """Per body and task: fine-tuning tokens/s, peak RSS, seconds per epoch (IMDB: also × 25,000)."""
-    lines = ["| body | task | train examples | eval examples | train tokens/s | peak RSS MiB | "
-             "s / epoch (subset) | s / epoch at 25,000 reviews (extrapolated) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| body | task | train examples | eval examples | steps (seeds) | cut by time limit | train tokens/s | "
+             "peak RSS MiB | s / epoch (subset) | s / epoch at 25,000 reviews (extrapolated) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for b, r in results["bodies"].items():
         for k, t in r["tasks"].items():
             extra = t.get("seconds_per_epoch_25k_extrapolated")
             lines.append(f"| {b} | {k} | {t['train_examples']} | {t['eval_examples']} | "
+                         f"{', '.join(map(str, t['steps']))} | {t['capped']} of {len(t['steps'])} | "
                          f"{t['train_tokens_per_s']:,.0f} | {t['peak_rss_mb']:,.0f} | {t['seconds_per_epoch']:.1f} | "
                          f"{'–' if extra is None else f'{extra:,.0f} (extrapolated)'} |")
     return lines
@@ -192,5 +204,7 @@ def race_markdown(results: dict) -> str:
              "## Fine-tuning cost", ""] + cost_table(results) + [
              "", "Peak RSS is the process's high-water mark during that run (reset before each run on Linux; "
              "CUDA: peak allocated). Seconds per epoch are measured on the subset; the IMDB column scales them "
-             "to 25,000 reviews and is an extrapolation, not a measurement.", ""]
+             "to 25,000 reviews and is an extrapolation, not a measurement. A run cut by the fine-tuning time limit "
+             "(train.max_minutes in race.finetune_overrides) trained on part of its epoch: its score is "
+             "what that budget bought, and its seconds per epoch are scaled up by steps planned / steps done.", ""]
     return "\n".join(lines)

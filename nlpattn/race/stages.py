@@ -21,6 +21,7 @@ from nlpattn.fileio import atomic_write_json
 from nlpattn.race import plan
 
 STAGES = ("data", "sweep", "pretrain", "finetune")
+SIGNALS = ("SIGINT", "SIGTERM")
 
 
 class Procs:
@@ -81,10 +82,22 @@ class StageClock:
             atomic_write_json(self.path, self.seconds)
 
 
+def finished(done: Path) -> bool:
+    """Whether a run's marker file exists and the run was not stopped by a signal."""
+    marker = read_json(done)
+    return marker is not None and marker.get("stop_reason") not in SIGNALS
+
+
+def _check_finished(done: Path) -> None:
+    """After a run: stop the race (exit 130, resumable) if a signal stopped that run."""
+    if not finished(done):
+        raise KeyboardInterrupt(f"{done.parent} did not finish")
+
+
 def _fresh(run_dir: Path, done: Path, state) -> bool:
     """True if the run must be (re)done: removes an unfinished run directory on the main process."""
     state.wait_for_everyone()
-    todo = not done.is_file()
+    todo = not finished(done)
     if todo and run_dir.exists() and state.is_main_process:
         shutil.rmtree(run_dir)
     state.wait_for_everyone()
@@ -122,6 +135,7 @@ def pretrain_run(run_cfg: Config, state) -> dict:
         reset_peak_memory()
         run_pretrain(run_cfg)
     state.wait_for_everyone()
+    _check_finished(run_dir / "summary.json")
     return read_json(run_dir / "summary.json")
 
 
@@ -158,10 +172,12 @@ def stage_finetune(cfg: Config, inits: dict[str, Path], state) -> list[plan.Job]
     jobs = plan.finetune_jobs(cfg, inits)
     with _bar(len(jobs), "finetune", state) as bar:
         for job in jobs:
-            task = job.cfg.task
-            if _fresh(job.run_dir, job.run_dir / "eval" / f"{task}.json", state):
+            done = job.run_dir / "eval" / f"{job.cfg.task}.json"
+            if _fresh(job.run_dir, done, state):
                 reset_peak_memory()
                 run_finetune(job.cfg)
+                state.wait_for_everyone()
+                _check_finished(done)
             bar.update()
     state.wait_for_everyone()
     return jobs
@@ -169,9 +185,10 @@ def stage_finetune(cfg: Config, inits: dict[str, Path], state) -> list[plan.Job]
 
 def _timed(clock: StageClock, stage: str, fn, *args):
     t = time.perf_counter()
-    result = fn(*args)
-    clock.add(stage, time.perf_counter() - t)
-    return result
+    try:
+        return fn(*args)
+    finally:  # an interrupted stage's time counts too
+        clock.add(stage, time.perf_counter() - t)
 
 
 def run_race(cfg: Config, source: str | None, overrides: list[str], command: str = "") -> dict | None:
