@@ -5,7 +5,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow demo bench clean
+.PHONY: install test test-slow demo bench docs clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
+
+# docs/guide.md from docs/guide.md.in: small real runs under runs/docs/ (skipped when done),
+# figures in docs/img/guide/, quoted numbers in docs/results/guide.json (~15 min on 2 cores)
+docs: $(STAMP)
+	$(PY) scripts/docs/build.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
