@@ -73,8 +73,8 @@ def check_race(cfg: Config) -> None:
     r = cfg.race
     unknown = [b for b in r.bodies if b not in BODY_BASE]
     if not r.bodies or unknown:
-        raise ConfigError(f"race.bodies: unknown body '{unknown[0] if unknown else ''}' "
-                          f"(have: {', '.join(BODY_BASE)})")
+        what = f"unknown body '{unknown[0]}'" if unknown else "give at least one body"
+        raise ConfigError(f"race.bodies: {what} (have: {', '.join(BODY_BASE)})")
     bad = [t for t in r.tasks if t not in TASKS]
     if bad:
         raise ConfigError(f"race.tasks: unknown task '{bad[0]}' (have: {', '.join(TASKS)})")
