@@ -161,3 +161,28 @@ def test_a_run_stopped_by_a_signal_is_not_finished(tmp_path):
     assert not finished(done)  # resumed: redone from scratch, not reported
     done.write_text(json.dumps({"steps": 3, "stop_reason": "max_minutes"}))
     assert finished(done)
+
+
+def test_an_unfinished_run_holding_foreign_files_is_not_deleted(race, capsys):
+    """Resuming removes only what a killed race left; a run directory holding a file our runs do
+    not write is refused (one line, exit 2) and left as it is."""
+    out, overrides = race
+    run = out / "finetune/transformer/sst2/seed-0"
+    (run / "eval/sst2.json").unlink()  # unfinished…
+    (run / "my-notes.txt").write_text("mine\n")  # …and holding a user's file
+    capsys.readouterr()
+    assert main(["race", "--config", CONFIG, *overrides]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # besides progress bars
+    assert len(err) == 1 and "output_dir" in err[0] and "my-notes.txt" in err[0], err
+    assert (run / "my-notes.txt").read_text() == "mine\n" and (run / "config.yaml").is_file()
+
+
+def test_a_second_race_on_the_same_output_dir_is_refused(race, capsys):
+    from nlpattn.rundir import RunDirGuard
+
+    out, overrides = race
+    capsys.readouterr()
+    with RunDirGuard(out):  # as if another race held it
+        assert main(["race", "--config", CONFIG, *overrides]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # besides progress bars
+    assert len(err) == 1 and str(out) in err[0], err

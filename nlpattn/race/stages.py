@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from nlpattn.config import Config, load_config
+from nlpattn.errors import ConfigError
 from nlpattn.fileio import atomic_write_json
 from nlpattn.race import plan
 
@@ -94,12 +95,28 @@ def _check_finished(done: Path) -> None:
         raise KeyboardInterrupt(f"{done.parent} did not finish")
 
 
+# What our pretraining and fine-tuning runs write into a run directory (hidden temporaries aside).
+RUN_ENTRIES = {"config.yaml", "metrics.jsonl", "tb", "checkpoints", "summary.json", "model.safetensors",
+               "model.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "eval", "predictions"}
+
+
+def remove_unfinished_run(run_dir: Path) -> None:
+    """Remove a run directory a killed race left unfinished; ConfigError (nothing removed) if it
+    holds anything our runs do not write: it is not ours to delete."""
+    strangers = [run_dir.name] if not run_dir.is_dir() else sorted(
+        p.name for p in run_dir.iterdir() if p.name not in RUN_ENTRIES and not p.name.startswith("."))
+    if strangers:
+        raise ConfigError(f"output_dir: {run_dir} is not an unfinished race run (it holds {strangers[:3]}); "
+                          f"move it away or choose another output_dir")
+    shutil.rmtree(run_dir)
+
+
 def _fresh(run_dir: Path, done: Path, state) -> bool:
     """True if the run must be (re)done: removes an unfinished run directory on the main process."""
     state.wait_for_everyone()
     todo = not finished(done)
     if todo and run_dir.exists() and state.is_main_process:
-        shutil.rmtree(run_dir)
+        remove_unfinished_run(run_dir)
     state.wait_for_everyone()
     return todo
 
@@ -199,17 +216,20 @@ def run_race(cfg: Config, source: str | None, overrides: list[str], command: str
     plan.check_race(cfg)
     plan.check_corpus(cfg)
     plan.check_bodies(cfg, source, overrides, cfg.tokenizer.vocab_size)  # fail fast, before any run
+    from nlpattn.rundir import RunDirGuard
+
     state, out = _state(), Path(cfg.output_dir)
-    clock = StageClock(out, state.is_main_process)
-    _timed(clock, "data", stage_data, cfg, state)
-    sizes = plan.check_bodies(cfg, source, overrides, load_tokenizer(out / "tokenizer").vocab_size)
-    sweep = _timed(clock, "sweep", stage_sweep, cfg, source, overrides, state)
-    lrs = {body: plan.pick_best(losses) for body, losses in sweep.items()}
-    inits = _timed(clock, "pretrain", stage_pretrain, cfg, source, overrides, lrs, state)
-    jobs = _timed(clock, "finetune", stage_finetune, cfg, inits, state)
-    if not state.is_main_process:
-        return None
-    return write_report(cfg, command, sizes, sweep, lrs, inits, jobs, clock.seconds)
+    with RunDirGuard(out, is_main=state.is_main_process):  # one race per output_dir at a time
+        clock = StageClock(out, state.is_main_process)
+        _timed(clock, "data", stage_data, cfg, state)
+        sizes = plan.check_bodies(cfg, source, overrides, load_tokenizer(out / "tokenizer").vocab_size)
+        sweep = _timed(clock, "sweep", stage_sweep, cfg, source, overrides, state)
+        lrs = {body: plan.pick_best(losses) for body, losses in sweep.items()}
+        inits = _timed(clock, "pretrain", stage_pretrain, cfg, source, overrides, lrs, state)
+        jobs = _timed(clock, "finetune", stage_finetune, cfg, inits, state)
+        if not state.is_main_process:
+            return None
+        return write_report(cfg, command, sizes, sweep, lrs, inits, jobs, clock.seconds)
 
 
 def cli_main(args: argparse.Namespace) -> int:
