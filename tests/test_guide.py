@@ -68,7 +68,7 @@ def test_fast_block_runs(code, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("code", slow_blocks(), ids=lambda code: code.splitlines()[-1][:40])
 def test_slow_block_runs_on_make_docs_runs(code, monkeypatch):
-    if not (REPO / "runs/docs/mlm/summary.json").is_file():
+    if not all((REPO / f"runs/docs/{run}/summary.json").is_file() for run in ("mlm", "clm", "char")):
         pytest.skip("needs the runs of `make docs` (runs/docs/)")
     monkeypatch.chdir(REPO)
     assert run_block(code).strip()
@@ -111,7 +111,7 @@ def test_every_linked_figure_exists():
     missing = [link for link in links if not (REPO / "docs" / link).is_file()]
     assert missing == []
     assert {"img/guide/gates.png", "img/guide/masks.png", "img/guide/cross-attention.png",
-            "img/guide/heads-mlm.png", "img/explorer.png"} <= set(links)
+            "img/guide/heads-char.png", "img/explorer.png"} <= set(links)
 
 
 def test_the_commands_in_the_guide_are_the_ones_make_docs_ran():

@@ -53,7 +53,8 @@ def collect() -> dict:
                                                    "span corruption (T5-style)": "runs/docs/seq2seq"})},
         "cost": {**numbers.cost_numbers(), "figures": figures.cost_figures()},
         "race": race_values(),
-        "heads": {**numbers.head_numbers(stats, n_tokens), "figure": heads_png, "sentence": figures.WIKI},
+        "heads": {**numbers.pretrain_numbers("runs/docs/char"), **numbers.head_numbers(stats, n_tokens, causal=True),
+                  "figure": heads_png, "sentence": figures.VERSE},
     }
 
 

@@ -18,9 +18,9 @@ from nlpattn.viz import draw  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 IMG = REPO / "docs/img/guide"
 SENTENCE = "a gorgeous , witty and seductive movie , but the ending is a dull mess ."
-WIKI = "The cathedral was built in the 12th century and was rebuilt after a fire in 1836 ."
 SOURCE = "The cathedral was built in <extra_id_0> century and was rebuilt after <extra_id_1> in 1836 ."
 TARGET = "<extra_id_0> the 12th <extra_id_1> a fire <extra_id_2>"
+VERSE = "ROMEO: But soft, what light through yonder window breaks?"
 
 
 def _save(fig, name: str) -> str:
@@ -90,12 +90,12 @@ def cross_figure(run: str = "runs/docs/seq2seq") -> tuple[str, dict]:
                                                 "cross_uniform": round(1 / len(cross["keys"]), 3)}
 
 
-def heads_figure(run: str = "runs/docs/mlm", text: str = WIKI) -> tuple[str, list[dict], int]:
-    """Section 8: every head of the MLM run on one sentence (`nlpattn attention-map ... out=x.png`),
+def heads_figure(run: str = "runs/docs/char", text: str = VERSE) -> tuple[str, list[dict], int]:
+    """Section 8: every head of the char-level GPT on one line (`nlpattn attention-map ... out=x.png`),
     the head statistics the explorer shows, and the number of tokens."""
-    draw(REPO / run, IMG / "heads-mlm.png", text=text)
+    draw(REPO / run, IMG / "heads-char.png", text=text)
     section = explorer_data(REPO / run, text=text)["sections"][0]
-    return "img/guide/heads-mlm.png", section["stats"], len(section["keys"])
+    return "img/guide/heads-char.png", section["stats"], len(section["keys"])
 
 
 def curves_figure(runs: dict[str, str]) -> str:

@@ -59,14 +59,18 @@ def gates_numbers(info: dict) -> dict:
             "n_layers": len(info["spatial"]), "d_model": len(channel[0])}
 
 
-def uniform_reference(n_tokens: int) -> dict:
-    """Entropy and mean distance of attention spread evenly over n tokens (no head has learned anything)."""
-    w = torch.full((n_tokens, n_tokens), 1.0 / n_tokens)
+def uniform_reference(n_tokens: int, causal: bool = False) -> dict:
+    """Entropy and mean distance of attention spread evenly over the n tokens each query may see
+    (all of them, or those up to itself when causal): what a head that learned nothing gives."""
+    allowed = torch.ones(n_tokens, n_tokens)
+    if causal:
+        allowed = allowed.tril()
+    w = allowed / allowed.sum(-1, keepdim=True)
     return {"tokens": n_tokens, "uniform_entropy": round(float(entropy(w)), 2),
             "uniform_distance": round(float(mean_distance(w)), 2)}
 
 
-def head_numbers(stats: list[dict], n_tokens: int) -> dict:
+def head_numbers(stats: list[dict], n_tokens: int, causal: bool = False) -> dict:
     """Section 8: the head-statistics table, the most local / most diffuse heads, and what
     uniform attention would give."""
     groups = [k for k in stats[0] if k not in ("layer", "head", "entropy", "distance")]
@@ -79,5 +83,5 @@ def head_numbers(stats: list[dict], n_tokens: int) -> dict:
     local = min(stats, key=lambda s: s["distance"])
     wide = max(stats, key=lambda s: s["entropy"])
     name = lambda s: f"layer {s['layer'] + 1}, head {s['head'] + 1}"  # noqa: E731
-    return {**uniform_reference(n_tokens), "table": "\n".join(lines), "local": name(local),
+    return {**uniform_reference(n_tokens, causal), "table": "\n".join(lines), "local": name(local),
             "local_distance": round(local["distance"], 2), "wide": name(wide), "wide_entropy": round(wide["entropy"], 2)}

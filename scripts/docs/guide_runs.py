@@ -37,6 +37,7 @@ RUNS = [
         "runs/docs/sst2-from-mlm/eval/sst2.json"),
     Run("clm", "nlpattn pretrain --config configs/docs/clm.yaml", "runs/docs/clm/summary.json"),
     Run("seq2seq", "nlpattn pretrain --config configs/docs/seq2seq.yaml", "runs/docs/seq2seq/summary.json"),
+    Run("char", "nlpattn pretrain --config configs/docs/char.yaml", "runs/docs/char/summary.json"),
     Run("cost", "nlpattn cost --config configs/docs/cost.yaml", "runs/docs/cost/table1.json"),
 ]
 
