@@ -186,3 +186,26 @@ def test_a_second_race_on_the_same_output_dir_is_refused(race, capsys):
         assert main(["race", "--config", CONFIG, *overrides]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # besides progress bars
     assert len(err) == 1 and str(out) in err[0], err
+
+
+def test_race_runs_unchanged_on_two_processes(tmp_path):
+    """torchrun → Accelerate MULTI_CPU (gloo): every process runs every stage, only the main
+    process writes, and the report comes out as in one process."""
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.fail("torchrun is not installed next to this python (it comes with torch)")
+    overrides = [o for o in tiny(tmp_path) if not o.startswith("race.seeds")] + ["race.seeds=1"]
+    script = tmp_path / "race.py"
+    script.write_text("import sys\nfrom nlpattn.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+    done = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", str(script), "race", "--config", CONFIG,
+                           *overrides], capture_output=True, text=True, timeout=600, cwd=REPO,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "race/race.json").read_text())
+    assert set(report["bodies"]) == {"transformer", "cnn-se"}
+    assert all(len(t["scores"]) == 1 for b in report["bodies"].values() for t in b["tasks"].values())
+    assert done.stdout.count("nlpattn race: wrote") == 1  # the main process alone reports

@@ -33,7 +33,9 @@ class Procs:
     def _partial():
         from accelerate import PartialState
 
-        return PartialState()
+        from nlpattn.train.runtime import multi_cpu
+
+        return PartialState(cpu=multi_cpu())
 
     @property
     def is_main_process(self) -> bool:

@@ -79,6 +79,12 @@ def run_precision(cfg: TrainConfig, accelerator) -> tuple[str, str]:
     return precision, reason if wanted == precision else f"the Accelerator given runs {precision}"
 
 
+def multi_cpu() -> bool:
+    """True for several processes on a machine without GPUs (torchrun / accelerate launch): then
+    Accelerate needs cpu=True to pick MULTI_CPU (gloo) rather than a lone process."""
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def make_accelerator(cfg: TrainConfig):
     """An Accelerator for `train.precision` and `train.grad_accum` (scheduler stepped by us)."""
     from accelerate import Accelerator
@@ -88,14 +94,13 @@ def make_accelerator(cfg: TrainConfig):
         raise ConfigError(f"train.precision must be auto, fp32, bf16 or fp16; got '{cfg.precision}'")
     if precision == "fp16" and not torch.cuda.is_available():
         raise ConfigError("train.precision=fp16 needs a GPU (loss scaling); use bf16 or fp32 on CPU")
-    # torchrun on a machine without GPUs: Accelerate needs cpu=True to pick MULTI_CPU (gloo)
-    cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        # one process may run several trainings (make demo, nlpattn glue, cost compare): each is a
-        # new run, but Accelerate keeps its first mixed-precision setting per process unless reset
-        from accelerate.state import AcceleratorState
+    cpu = multi_cpu()
+    # one process may run several trainings (make demo, nlpattn glue, cost compare, race): each is a
+    # new run, but Accelerate keeps its first mixed-precision setting per process unless reset. With
+    # several processes the process group (PartialState) stays; only the per-run state is reset.
+    from accelerate.state import AcceleratorState
 
-        AcceleratorState._reset_state(reset_partial_state=True)
+    AcceleratorState._reset_state(reset_partial_state=int(os.environ.get("WORLD_SIZE", "1")) == 1)
     try:
         return Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum,
                            log_with=None, step_scheduler_with_optimizer=False, cpu=cpu)
