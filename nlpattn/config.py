@@ -209,8 +209,8 @@ class RaceConfig:
     imdb_dir: str = "../shared/data/corpus"  # holds imdb/train.tsv.gz, imdb/test.tsv.gz
     finetune_config: str = "configs/finetune/glue.yaml"  # the one recipe for every body
     finetune_overrides: list[str] = field(default_factory=list)  # key=value on top of it, every run
-    max_train_examples: list[str] = field(default_factory=lambda: ["sst2=1000", "cola=1000", "imdb=128"])
-    max_eval_examples: list[str] = field(default_factory=lambda: ["imdb=128"])  # unlisted task = all
+    max_train_examples: list[str] = field(default_factory=lambda: ["sst2=2000", "cola=2000", "imdb=256"])
+    max_eval_examples: list[str] = field(default_factory=lambda: ["imdb=256"])  # unlisted task = all
 
 
 @dataclass

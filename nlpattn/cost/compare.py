@@ -74,10 +74,10 @@ def val_curve(events: list[dict]) -> list[dict]:
     curve = []
     for e in events:
         if e.get("split") == "val" and e.get("loss") is not None:
-            before = [s for s in seconds_at if s <= e["step"]]
-            seconds = e.get("elapsed_s", seconds_at[max(before)] if before else 0.0)
+            last = max((s for s in seconds_at if s <= e["step"]), default=None)  # last train log at or before
+            seconds = e.get("elapsed_s", seconds_at[last] if last is not None else 0.0)
             curve.append({"step": e["step"], "seconds": seconds, "loss": e["loss"],
-                          "tokens": tokens_at[max(before)] if before else 0})
+                          "tokens": tokens_at[last] if last is not None else 0})
     return curve
 
 
