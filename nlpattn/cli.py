@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("nlpattn.train.pretrain:cli_main", "pretrain (mlm | clm | seq2seq)"),
     "finetune": ("nlpattn.train.finetune:cli_main", "fine-tune on one GLUE task"),
     "glue": ("nlpattn.train.finetune:cli_glue", "fine-tune on every GLUE task → scoreboard"),
+    "curve": ("nlpattn.train.curve:cli_main", "downstream score against pretraining minutes (one run)"),
     "generate": ("nlpattn.generate:cli_main", "sample text from a causal-LM run"),
     "attention-map": ("nlpattn.viz:cli_main", "draw attention maps of a run for a text"),
     "cost": ("nlpattn.cost.report:cli_main", "measure Table 1 (cost per layer) / compare bodies"),

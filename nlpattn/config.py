@@ -497,6 +497,10 @@ def validate(cfg: Config, source: str) -> None:
             raise ConfigError(f"{source}: key 'glue.{key}' must be >= 1, got {getattr(cfg.glue, key)}")
     if cfg.data.block_size < 2:
         raise ConfigError(f"{source}: key 'data.block_size' must be >= 2")
-    if cfg.data.block_size > cfg.model.max_len and cfg.model.position in ("learned",):
+    if cfg.data.block_size > cfg.model.max_len and cfg.model.position in ("learned",) and cfg.task is None:
+        # fine-tuning (task set) reads no blocks: glue.max_length is what must fit
         raise ConfigError(f"{source}: key 'data.block_size' ({cfg.data.block_size}) exceeds "
+                          f"'model.max_len' ({cfg.model.max_len})")
+    if cfg.glue.max_length > cfg.model.max_len and cfg.model.position != "none" and cfg.task is not None:
+        raise ConfigError(f"{source}: key 'glue.max_length' ({cfg.glue.max_length}) exceeds "
                           f"'model.max_len' ({cfg.model.max_len})")

@@ -120,7 +120,8 @@ def test_mlm_corpus_recipe_loads_and_a_missing_corpus_names_the_path(tmp_path):
     cfg = load_config(str(REPO / "configs/pretrain/mlm-corpus.yaml"))
     assert len(cfg.data.train_weights) == len(cfg.data.train_files) == 3
     assert (cfg.model.norm, cfg.model.dropout, cfg.model.bias, cfg.data.block_size) == ("pre", 0.0, False, 128)
-    assert cfg.data.mlm_probability == 0.25 and cfg.train.grad_accum > 1 and cfg.train.schedule == "linear"
+    assert cfg.data.mlm_probability == 0.25 and cfg.model.position == "rope" and cfg.train.schedule == "linear"
+    assert cfg.train.max_minutes <= 58  # + ~2 minutes of tokenizer and token cache: the 60-minute budget
     nowhere = tmp_path / "no-corpus"
     files = [f.replace("../shared/data/corpus", str(nowhere)) for f in cfg.data.train_files]
     out = tmp_path / "run"
@@ -129,6 +130,26 @@ def test_mlm_corpus_recipe_loads_and_a_missing_corpus_names_the_path(tmp_path):
                           capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert str(nowhere / "wikipedia") in done.stderr and not out.exists()
+
+
+def test_mlm_corpus_recipe_runs_shrunk(tmp_path):
+    """The README's `nlpattn pretrain --config configs/pretrain/mlm-corpus.yaml`, on three bundled
+    sources instead of the corpus and a tiny model; its summary counts the setup seconds."""
+    import json
+
+    from nlpattn.cli import main
+
+    wiki = REPO / "data/wikitext-2"
+    files = [str(wiki / "valid.txt.gz"), str(wiki / "test.txt.gz"), str(REPO / "data/tinyshakespeare/input.txt.gz")]
+    out = tmp_path / "run"
+    assert main(["pretrain", "--config", str(REPO / "configs/pretrain/mlm-corpus.yaml"), f"output_dir={out}",
+                 f"data.train_files=[{','.join(files)}]", "tokenizer.vocab_size=500", "model.d_model=32",
+                 "model.n_layers=1", "model.n_heads=2", "model.d_ff=64", "train.max_steps=4", "train.save_every=2",
+                 "train.eval_every=2", "train.eval_batches=1", "train.final_eval_batches=1",
+                 "train.num_threads=1", "train.progress=false"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 4 and set(summary["setup_s"]) == {"tokenizer", "cache"}
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-0000002", "step-0000004"]
 
 
 def test_weighted_pretrain_resumes_bit_for_bit(tmp_path):

@@ -29,6 +29,9 @@ SHRINK = {
     "generate": ["max_new_tokens=5"],
     "cost configs/cost/quick.yaml": ["cost.lengths=[16,32]", "cost.d_models=[16,32]", "cost.repeats=1"],
     "race configs/race/default.yaml": "covered: tests/test_race.py::test_tiny_race_report_structure runs it, shrunk",
+    "pretrain configs/pretrain/mlm-corpus.yaml": "covered: tests/test_mixture.py::test_mlm_corpus_recipe_runs_shrunk "
+                                                 "runs it on bundled text (the corpus is not bundled)",
+    "curve": "covered: tests/test_curve.py::test_tiny_curve_end_to_end runs it on a tiny run",
 }
 
 

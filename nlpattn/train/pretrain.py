@@ -14,6 +14,7 @@ import math
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -137,17 +138,22 @@ def _batches_class():
     return PretrainBatches
 
 
-def prepare_data(cfg: Config, accelerator):
-    """Tokenizer (loaded, or trained into the run dir) and train/valid token caches."""
+def prepare_data(cfg: Config, accelerator, setup_s: dict | None = None):
+    """Tokenizer (loaded, or trained into the run dir) and train/valid token caches; their
+    wall times (s) go into `setup_s` as "tokenizer" and "cache" when it is given."""
     from nlpattn.data.corpus import build_corpus
     from nlpattn.tokenizer import train_or_load
 
     run_dir = Path(cfg.output_dir)
+    setup_s = {} if setup_s is None else setup_s
     with accelerator.main_process_first():
+        t0 = time.perf_counter()
         tok = train_or_load(cfg)
         if accelerator.is_main_process and not any((run_dir / n).is_file() for n in ("tokenizer.json", "tokenizer.model")):
             tok.save(run_dir)  # a run directory is self-contained
+        t1 = time.perf_counter()
         train_cache, valid_cache = build_corpus(cfg, tok)
+        setup_s.update(tokenizer=round(t1 - t0, 3), cache=round(time.perf_counter() - t1, 3))
     return tok, train_cache, valid_cache
 
 
@@ -186,7 +192,11 @@ def _pretrain(cfg: Config, acc) -> dict:
     from nlpattn.train.runtime import set_threads
 
     set_threads(cfg.train, acc)
-    tok, train_cache, valid_cache = prepare_data(cfg, acc)
+    setup_s: dict = {}
+    tok, train_cache, valid_cache = prepare_data(cfg, acc, setup_s)
+    if acc.is_main_process:
+        print(f"tokenizer {setup_s['tokenizer']:.1f}s, token cache {setup_s['cache']:.1f}s "
+              f"({len(train_cache):,} training tokens)", flush=True)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.vocab_size,
                                                              pad_token_id=tok.pad_id))
     validate(cfg, "<config>")
@@ -205,7 +215,8 @@ def _pretrain(cfg: Config, acc) -> dict:
         final_fn = lm_eval_fn(cfg.objective, valid, ebs, collate, t.final_eval_batches)
     trainer = Trainer(model, cfg.train, batches, cfg.output_dir, eval_fn=eval_fn, final_eval_fn=final_fn,
                       accelerator=acc, summary_extra={"objective": cfg.objective, "run_dir": cfg.output_dir,
-                                                      "train_tokens_available": len(train_cache)})
+                                                      "train_tokens_available": len(train_cache),
+                                                      "setup_s": setup_s})
     config_yaml = Path(cfg.output_dir) / "config.yaml"
     return trainer.fit(on_start=lambda: atomic_write_text(config_yaml, to_yaml(cfg)))
 
