@@ -48,3 +48,21 @@ def test_shipped_configs_load():
     assert configs, "no configs shipped"
     for path in configs:
         load_config(path)
+
+
+def test_lengths_are_checked_against_max_len_where_they_are_used():
+    """Pretraining reads blocks of data.block_size; fine-tuning reads glue.max_length tokens."""
+    from pathlib import Path
+
+    from nlpattn.config import validate
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    small = ["model.max_len=64", "model.position=learned"]
+    with pytest.raises(ConfigError, match="'data.block_size' \\(128\\) exceeds 'model.max_len' \\(64\\)"):
+        validate(load_config(configs / "pretrain/mlm-small.yaml", small), "<config>")
+    validate(load_config(configs / "finetune/sst2.yaml", [*small, "data.block_size=128"]), "<config>")  # unused
+    for position in ("learned", "rope", "sinusoidal"):
+        with pytest.raises(ConfigError, match="'glue.max_length' \\(128\\) exceeds 'model.max_len' \\(64\\)"):
+            validate(load_config(configs / "finetune/cola.yaml", ["model.max_len=64", f"model.position={position}"]),
+                     "<config>")
+    validate(load_config(configs / "finetune/cola.yaml", ["model.max_len=64", "model.position=none"]), "<config>")
