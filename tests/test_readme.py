@@ -116,6 +116,13 @@ def test_relative_links_and_anchors_resolve(doc):
     assert not broken, f"{doc}: broken links {broken}"
 
 
+def test_readme_curve_table_is_the_generated_one():
+    """The README's score-against-minutes table is curve.md's, as `nlpattn curve` wrote it."""
+    table = [line for line in (REPO / "docs/pretrain-curve/curve.md").read_text(encoding="utf-8").splitlines()
+             if line.startswith("|")]
+    assert len(table) >= 3 and "\n".join(table) in README.read_text(encoding="utf-8")
+
+
 def test_readme_is_short():
     size = len(README.read_bytes())
     assert size <= 12_500, f"README.md is {size} bytes; the long parts belong in docs/"
