@@ -56,7 +56,7 @@ def pick(points: list[Point], minutes: float, slack: float = 0.5) -> Point:
     """The last model saved within `minutes` (+ `slack` for the clock of a final save)."""
     fits = [p for p in points if p.minutes <= minutes + slack]
     if not fits:
-        raise ConfigError(f"--minutes {minutes:g}: the run's first checkpoint came at "
+        raise ConfigError(f"minutes={minutes:g}: the run's first checkpoint came at "
                           f"{points[0].minutes:.1f} min; save more often (train.save_every)")
     return fits[-1]
 
@@ -124,7 +124,7 @@ def run_curve(run: Path, minutes: list[float], tasks: list[str], seeds: list[int
             done = {s: result for s, result in done.items() if result is not None}
             if not done:
                 raise ConfigError(f"missing=skip: no finished {task} run for {m:g} minutes in {out / 'runs'}")
-            scores = [score for score, _ in done.values()]
+            scores = [value for value, _ in done.values()]
             entry["tasks"][task] = {"metric": metric_of(task), "seeds": list(done), "scores": scores,
                                     "mean": statistics.mean(scores),
                                     "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
