@@ -42,7 +42,7 @@ def profile_model(name: str, dtype: str, a: argparse.Namespace) -> tuple[float, 
     torch.manual_seed(0)
     model = tt.build(name, a)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    batch = tt.make_batch(tt.MODELS[name], a, torch.device("cpu"))
+    batch = tt.make_batch(tt.objective_of(name), a, torch.device("cpu"))
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16")
 
     def step() -> None:

@@ -15,6 +15,13 @@ shared machine are noise; the ratios of one run are the figures to quote.
     python benchmarks/train_throughput.py                     # d 256, 4 layers, seq 128, batch 16; fp32 + bf16
     python benchmarks/train_throughput.py --steps 3 --warmup 1 --d 32 --layers 1 --vocab 128 --seq 16 --batch 2
     python benchmarks/train_throughput.py --device cuda --d 768 --layers 12 --heads 12 --ffn 3072 --seq 512 --dtypes bf16
+    python benchmarks/train_throughput.py --models "nlpattn-clm,nlpattn-clm[compile],nanogpt" --rounds 3
+
+A model name may carry options in brackets: `[compile]` wraps it in torch.compile (its first
+steps' extra time is reported as compile_s, and the break-even training time against the same
+model uncompiled in this run), `[attention=math]` (ours only) spells attention out instead of
+calling SDPA. `--rounds N` runs the whole set N times, interleaved, and reports each figure's
+median over the rounds, so that a slow minute of a shared host does not land on one model only.
 """
 from __future__ import annotations
 
@@ -98,8 +105,36 @@ class _Out:
 
 # --- building the models --------------------------------------------------------------------
 
+def parse_variant(name: str) -> tuple[str, dict]:
+    """'nlpattn-clm[compile,attention=math]' → ('nlpattn-clm', {'compile': True, 'attention': 'math'})."""
+    base, _, rest = name.partition("[")
+    if base not in MODELS or (rest and not rest.endswith("]")):
+        raise ValueError(f"unknown model '{name}' (one of {', '.join(MODELS)}, optionally with [compile] "
+                         "or [attention=math])")
+    options: dict = {}
+    for item in filter(None, rest[:-1].split(",")):
+        key, eq, value = item.partition("=")
+        options[key] = value if eq else True
+    unknown = set(options) - {"compile", "attention"}
+    if unknown or ("attention" in options and not base.startswith("nlpattn")):
+        raise ValueError(f"model '{name}': unknown option(s) {sorted(unknown) or ['attention']} for {base}")
+    return base, options
+
+
+def variant_name(base: str, options: dict) -> str:
+    """The inverse of parse_variant: ('nlpattn-clm', {'compile': True}) → 'nlpattn-clm[compile]'."""
+    items = [key if value is True else f"{key}={value}" for key, value in options.items()]
+    return f"{base}[{','.join(items)}]" if items else base
+
+
+def objective_of(name: str) -> str:
+    """'mlm' or 'clm' for a model name with or without options."""
+    return MODELS[parse_variant(name)[0]]
+
+
 def build(name: str, a: argparse.Namespace) -> nn.Module:
-    """The model `name` at the benchmark's shape (random init)."""
+    """The model `name` at the benchmark's shape (random init; options as parse_variant reads them)."""
+    name, options = parse_variant(name)
     max_len = max(512, a.seq)
     if name.startswith("nlpattn"):
         from nlpattn.config import ModelConfig
@@ -108,7 +143,8 @@ def build(name: str, a: argparse.Namespace) -> nn.Module:
         mlm = name == "nlpattn-mlm"  # BERT's layout for MLM, GPT-2's for CLM
         cfg = ModelConfig(arch="encoder" if mlm else "decoder", vocab_size=a.vocab, d_model=a.d, n_layers=a.layers,
                           n_heads=a.heads, d_ff=a.ffn, max_len=max_len, dropout=a.dropout,
-                          norm="post" if mlm else "pre", activation="gelu" if mlm else "gelu_tanh")
+                          norm="post" if mlm else "pre", activation="gelu" if mlm else "gelu_tanh",
+                          attention=options.get("attention", "sdpa"))
         return build_model(cfg, MODELS[name])
     import transformers
 
@@ -166,7 +202,9 @@ def worker(a: argparse.Namespace) -> dict:
     device = torch.device(a.device)
     torch.manual_seed(0)
     model = build(a.worker, a).to(device)
-    objective = MODELS[a.worker]
+    if parse_variant(a.worker)[1].get("compile"):
+        model = torch.compile(model)
+    objective = objective_of(a.worker)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     autocast = torch.autocast(device.type, dtype=DTYPES[a.dtype], enabled=a.dtype != "fp32")
     batch, losses = make_batch(objective, a, device), []
@@ -180,7 +218,9 @@ def worker(a: argparse.Namespace) -> dict:
         losses.append(loss.detach())
 
     model.train()
+    warm_start = time.perf_counter()
     train = timed(train_step, a.steps, a.warmup, device)
+    warmup_s = time.perf_counter() - warm_start - sum(train)
     rss = peak_rss_mib(device)
     model.eval()
 
@@ -194,7 +234,8 @@ def worker(a: argparse.Namespace) -> dict:
             "params": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
             "train_step_ms": statistics.median(train) * 1e3, "train_tok_s": tokens / statistics.median(train),
             "infer_tok_s": tokens / statistics.median(infer_t), "peak_rss_mib": rss,
-            "loss_first": float(losses[0]), "loss_last": float(losses[-1])}
+            "loss_first": float(losses[0]), "loss_last": float(losses[-1]),
+            "warmup_extra_s": max(0.0, warmup_s - a.warmup * statistics.median(train))}
 
 
 # --- the parent: peaks, subprocesses, table --------------------------------------------------
@@ -233,20 +274,47 @@ def run_worker(name: str, dtype: str, argv: list[str]) -> dict:
 
 
 def add_ratios(rows: list[dict]) -> None:
-    """ours ÷ each reference (same dtype) and each model's bf16 ÷ fp32, in place."""
+    """ours ÷ each reference (same dtype), each model's bf16 ÷ fp32, and a compiled variant's
+    break-even training time against the same model uncompiled, in place."""
     by = {(r["model"], r["dtype"]): r for r in rows if "error" not in r}
     for (name, dtype), r in by.items():
-        for ref in REFERENCE.get(name, ()):
+        base, options = parse_variant(name)
+        for ref in REFERENCE.get(base, ()):
             if (ref, dtype) in by:
                 for key in ("train_tok_s", "infer_tok_s", "peak_rss_mib"):
                     r[f"{key}_vs_{ref}"] = r[key] / by[ref, dtype][key]
         if dtype != "fp32" and (name, "fp32") in by:
             r["train_vs_fp32"] = r["train_tok_s"] / by[name, "fp32"]["train_tok_s"]
+        plain = by.get((variant_name(base, {k: v for k, v in options.items() if k != "compile"}), dtype))
+        if options.get("compile") and plain is not None and plain is not r:
+            r["compile_s"] = r["warmup_extra_s"]
+            r["train_vs_eager"] = r["train_tok_s"] / plain["train_tok_s"]
+            gain = 1 - plain["train_tok_s"] / r["train_tok_s"]  # share of each eager second saved
+            r["break_even_min"] = r["compile_s"] / gain / 60 if gain > 0 else math.inf
+
+
+def median_rows(rounds: list[list[dict]]) -> list[dict]:
+    """One row per (model, dtype): each measured figure's median over the rounds."""
+    keys = ("train_step_ms", "train_tok_s", "infer_tok_s", "peak_rss_mib", "warmup_extra_s")
+    out = []
+    for i, first in enumerate(rounds[0]):
+        same = [r[i] for r in rounds if "error" not in r[i]]
+        if "error" in first or len(same) < len(rounds):
+            out.append(first if "error" in first else next(r[i] for r in rounds if "error" in r[i]))
+            continue
+        row = dict(first)
+        for key in keys:
+            row[key] = statistics.median(r[key] for r in same)
+        if len(rounds) > 1:
+            row["rounds_train_tok_s"] = [r["train_tok_s"] for r in same]
+        out.append(row)
+    return out
 
 
 def _vs(row: dict, key: str, wrap: str = "{}") -> str:
     """'1.23× gpt2, 1.10× nanogpt' for the references measured, else ''."""
-    parts = [f"{row[f'{key}_vs_{ref}']:.2f}× {ref}" for ref in REFERENCE.get(row["model"], ()) if f"{key}_vs_{ref}" in row]
+    refs = REFERENCE.get(parse_variant(row["model"])[0], ())
+    parts = [f"{row[f'{key}_vs_{ref}']:.2f}× {ref}" for ref in refs if f"{key}_vs_{ref}" in row]
     return wrap.format(", ".join(parts)) if parts else ""
 
 
@@ -261,7 +329,8 @@ def markdown(result: dict) -> str:
     lines = [f"CPU: {m['cpu']} ({flags}); {m.get('gpu', 'no GPU')}; torch {m['torch']}, {m['threads']} threads. "
              f"d {a['d']}, {a['layers']} layers, {a['heads']} heads, ffn {a['ffn']}, vocab {a['vocab']}, "
              f"seq {a['seq']}, batch {a['batch']}, dropout {a['dropout']}; median of {a['steps']} steps "
-             f"after {a['warmup']}; each model in its own process.", ""]
+             f"after {a['warmup']}; each model in its own process"
+             + (f"; median over {a['rounds']} interleaved rounds" if a.get("rounds", 1) > 1 else "") + ".", ""]
     for dtype, peak in result["peaks"].items():
         lines.append(f"- matmul peak {dtype}: {peak / 1e9:,.0f} GFLOP/s")
     if len(result["peaks"]) > 1 and "fp32" in result["peaks"]:
@@ -275,6 +344,13 @@ def markdown(result: dict) -> str:
         lines.append(f"| {r['model']} | {r['dtype']} | {r['train_tok_s']:,.0f} | {_vs(r, 'train_tok_s')} | "
                      f"{r['train_mfu']:.3f} | {_num(r.get('train_vs_fp32'))} | {r['infer_tok_s']:,.0f} | "
                      f"{_vs(r, 'infer_tok_s')} | {r['peak_rss_mib']:,.0f} {_vs(r, 'peak_rss_mib', '({})')} |")
+    compiled = [r for r in result["rows"] if "compile_s" in r]
+    if compiled:
+        lines += ["", "| compiled model | dtype | compile s | train ÷ uncompiled | break-even training minutes |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r['model']} | {r['dtype']} | {r['compile_s']:.0f} | {r['train_vs_eager']:.2f} | "
+                  f"{'never' if math.isinf(r['break_even_min']) else format(r['break_even_min'], '.1f')} |"
+                  for r in compiled]
     return "\n".join(lines) + "\n"
 
 
@@ -285,15 +361,26 @@ def parent(a: argparse.Namespace, argv: list[str]) -> dict:
     if a.threads:
         torch.set_num_threads(a.threads)
     result = {"machine": machine(a.device), "args": vars(a), "peaks": {}, "rows": []}
-    for dtype in a.dtypes.split(","):
-        result["peaks"][dtype] = matmul_peak_flops(DTYPES[dtype], a.device, n=a.peak_n)
-        for name in a.models.split(","):
-            row = run_worker(name, dtype, argv)
-            if "error" not in row:
-                row["train_mfu"] = row["train_tok_s"] * model_flops_per_token(row["objective"], a) / result["peaks"][dtype]
-                row["infer_mfu"] = row["infer_tok_s"] * model_flops_per_token(row["objective"], a, True) / result["peaks"][dtype]
-            result["rows"].append(row)
-            print(json.dumps(row), flush=True)
+    dtypes, models = a.dtypes.split(","), a.models.split(",")
+    for name in models:
+        parse_variant(name)  # fail before any measurement
+    rounds = []
+    for _ in range(a.rounds):
+        rows = []
+        for dtype in dtypes:
+            if dtype not in result["peaks"]:
+                result["peaks"][dtype] = matmul_peak_flops(DTYPES[dtype], a.device, n=a.peak_n)
+            for name in models:
+                row = run_worker(name, dtype, argv)
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+        rounds.append(rows)
+    result["rows"] = median_rows(rounds)
+    for row in result["rows"]:
+        if "error" not in row:
+            peak = result["peaks"][row["dtype"]]
+            row["train_mfu"] = row["train_tok_s"] * model_flops_per_token(row["objective"], a) / peak
+            row["infer_mfu"] = row["infer_tok_s"] * model_flops_per_token(row["objective"], a, True) / peak
     add_ratios(result["rows"])
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -308,14 +395,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for flag, default in (("d", 256), ("layers", 4), ("heads", 4), ("ffn", 1024), ("vocab", 8192), ("seq", 128),
-                          ("batch", 16), ("steps", 12), ("warmup", 3), ("threads", 0), ("peak-n", 2048)):
+                          ("batch", 16), ("steps", 12), ("warmup", 3), ("threads", 0), ("peak-n", 2048),
+                          ("rounds", 1)):
         p.add_argument(f"--{flag}", type=int, default=default)
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--dtypes", default="fp32,bf16", help="comma-separated: fp32,bf16")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated: " + ",".join(MODELS))
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="runs/bench/train_throughput", help="writes OUT.json and OUT.md")
-    p.add_argument("--worker", choices=list(MODELS), help=argparse.SUPPRESS)
+    p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--dtype", default="fp32", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:

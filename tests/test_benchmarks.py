@@ -71,3 +71,32 @@ def test_mlm_peer_scores_both_models_alike_on_the_same_masked_batches(tmp_path):
                                                                                      ours=False)
     assert mine["tokens"] == theirs["tokens"] > 0
     assert abs(mine["loss"] - theirs["loss"]) < 1e-4 and mine["accuracy"] == theirs["accuracy"]
+
+
+def test_corpus_cache_times_every_source_of_a_corpus(tmp_path, capsys):
+    """benchmarks/corpus_cache.py on a two-source miniature corpus: tokens per source add up."""
+    import gzip
+    import json
+
+    from nlpattn.config import TokenizerConfig
+    from nlpattn.tokenizer import train_tokenizer
+
+    corpus = tmp_path / "corpus"
+    for rel, text in (("wikipedia/enwiki-00.txt.gz", "the cat sat on the mat.\n\nan article.\n"),
+                      ("imdb/unsup.txt.gz", "a fine film.\nnot a fine film.\n")):
+        (corpus / rel).parent.mkdir(parents=True, exist_ok=True)
+        with gzip.open(corpus / rel, "wt", encoding="utf-8") as f:
+            f.write(text * 20)
+    plain = tmp_path / "plain.txt"
+    plain.write_text("the cat sat on the mat. a fine film.\n" * 20, encoding="utf-8")
+    tok = train_tokenizer(TokenizerConfig(kind="char", vocab_size=64, n_sentinels=0), [str(plain)])
+    tok.save(tmp_path / "run")
+    bench = load("corpus_cache")
+    assert bench.main(["--run", str(tmp_path / "run"), "--corpus", str(corpus), "--out", str(tmp_path / "cc")]) == 0
+    result = json.loads((tmp_path / "cc.json").read_text())
+    assert result["files"] == 2 and result["tokens"] == sum(r["tokens"] for r in result["per_source"]) > 0
+    assert [r["source"].rsplit("/", 1)[-1] for r in result["per_source"]] == ["enwiki-00.txt.gz", "unsup.txt.gz"]
+    assert result["wall_s"] >= 0 and "M tokens in" in (tmp_path / "cc.md").read_text()
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--run", str(tmp_path / "run"), "--corpus", str(tmp_path / "nowhere")])
+    assert exit_info.value.code == 2 and "nowhere: no corpus files" in capsys.readouterr().err

@@ -58,3 +58,38 @@ def test_flops_per_token_of_the_benchmark_shape():
     body = L * (8 * d * d + 4 * n * d + 4 * d * ff)  # per token: projections, scores, FFN
     assert tt.model_flops_per_token("clm", a) == 3 * (body + 2 * d * v)
     assert tt.model_flops_per_token("mlm", a) == pytest.approx(3 * (body + 0.15 * (2 * d * d + 2 * d * v)), rel=1e-3)
+
+
+def test_model_variants_parse_and_name_back():
+    assert tt.parse_variant("nlpattn-clm") == ("nlpattn-clm", {})
+    base, options = tt.parse_variant("nlpattn-mlm[compile,attention=math]")
+    assert (base, options) == ("nlpattn-mlm", {"compile": True, "attention": "math"})
+    assert tt.variant_name(base, options) == "nlpattn-mlm[compile,attention=math]"
+    assert tt.objective_of("nlpattn-clm[compile]") == "clm"
+    for bad in ("gpt3", "nanogpt[attention=math]", "nlpattn-clm[fast]", "nlpattn-clm[compile"):
+        with pytest.raises(ValueError):
+            tt.parse_variant(bad)
+
+
+def test_math_attention_variant_builds_our_model_with_the_math_path():
+    a = argparse.Namespace(d=32, layers=1, heads=2, ffn=64, vocab=128, seq=16, batch=2, dropout=0.0)
+    model = tt.build("nlpattn-clm[attention=math]", a)
+    assert model.cfg.attention == "math"
+    assert tt.build("nlpattn-clm", a).cfg.attention == "sdpa"
+
+
+def test_rounds_take_each_figure_s_median_and_compiled_variants_get_a_break_even():
+    def row(model, tok_s, warm=0.0):
+        return {"model": model, "dtype": "fp32", "objective": "clm", "train_step_ms": 1000.0 * 32 / tok_s,
+                "train_tok_s": tok_s, "infer_tok_s": 2 * tok_s, "peak_rss_mib": 100.0, "warmup_extra_s": warm}
+    rounds = [[row("nlpattn-clm", v), row("nlpattn-clm[compile]", 1.5 * v, warm=30.0 + i)]
+              for i, v in enumerate((100.0, 300.0, 200.0))]
+    rows = tt.median_rows(rounds)
+    assert [r["train_tok_s"] for r in rows] == [200.0, 300.0]
+    assert rows[0]["rounds_train_tok_s"] == [100.0, 300.0, 200.0]
+    tt.add_ratios(rows)
+    compiled = rows[1]
+    assert compiled["compile_s"] == 31.0 and compiled["train_vs_eager"] == pytest.approx(1.5)
+    # eager needs W seconds for what compiled does in W - 31 s at 1.5x: W = 31 / (1 - 1/1.5)
+    assert compiled["break_even_min"] == pytest.approx(31.0 / (1 - 1 / 1.5) / 60)
+    assert "compile_s" not in rows[0]
