@@ -171,9 +171,12 @@ class MultiHeadAttention(nn.Module):
 
     def _math_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         mask: torch.Tensor | None, dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, S)
+        # Scaling q (T·hd values) is cheaper than scaling the scores (T·S) when S > hd.
+        scores = (q * (1.0 / math.sqrt(self.head_dim))) @ k.transpose(-2, -1)  # (B, H, T, S)
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
-        weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+        # No float32 upcast: PyTorch's softmax accumulates bf16/fp16 in float32 and rounds once,
+        # which is what softmax(scores.float()).to(dtype) computes, without two copies of (B, H, T, S).
+        weights = torch.softmax(scores, dim=-1)
         y = F.dropout(weights, p=dropout, training=dropout > 0) @ v  # (B, H, T, hd)
         return y, weights

@@ -118,3 +118,25 @@ def test_tiny_curve_end_to_end(tmp_path):
     assert partial["marks"][0]["tasks"]["sst2"]["seeds"] == [0, 1] and "(2 seeds)" in (out / "curve.md").read_text()
     with pytest.raises(ConfigError, match="no finished sst2 run for 1000 minutes"):
         run_curve(run, [1000], ["sst2"], [7], out, overrides, run_missing=False)
+
+
+def test_a_single_seed_cell_says_so_instead_of_a_zero_spread():
+    from nlpattn.train.curve import _cell
+
+    assert _cell({"mean": 0.86, "std": 0.0, "scores": [0.86]}, 1) == "86.0 (1 seed)"
+    assert _cell({"mean": 0.8, "std": 0.005, "scores": [0.795, 0.8, 0.805]}, 3) == "80.0 ± 0.5"
+    assert _cell({"mean": 0.8, "std": 0.005, "scores": [0.795, 0.805]}, 3) == "80.0 (2 seeds)"
+
+
+def test_a_task_missing_at_a_mark_is_a_dash_and_no_point(tmp_path):
+    from nlpattn.train.curve import curve_markdown, plot_curve
+
+    cell = {"metric": "accuracy", "seeds": [0], "scores": [0.8], "mean": 0.8, "std": 0.0, "seconds": [1.0]}
+    result = {"run": "runs/x", "seeds": [0], "tasks": ["sst2", "imdb"], "overrides": [],
+              "marks": [{"minutes": 0, "source": "scratch", "actual_minutes": 0.0, "step": 0,
+                         "tasks": {"sst2": cell, "imdb": cell}},
+                        {"minutes": 15, "source": "runs/x/checkpoints/step-3", "actual_minutes": 11.0, "step": 3,
+                         "tasks": {"sst2": cell}}]}
+    md = curve_markdown(result)
+    assert "| 15 min | step 3 (11.0 min) | 80.0 (1 seed) | — |" in md
+    assert plot_curve(result, tmp_path / "c.png").stat().st_size > 0

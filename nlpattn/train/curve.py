@@ -122,14 +122,18 @@ def run_curve(run: Path, minutes: list[float], tasks: list[str], seeds: list[int
                                      None if point is None else point.path, extra, s, overrides, run_missing)
                     for s in seeds}
             done = {s: result for s, result in done.items() if result is not None}
-            if not done:
-                raise ConfigError(f"missing=skip: no finished {task} run for {m:g} minutes in {out / 'runs'}")
+            if not done:  # missing=skip: this cell stays empty ("—", no point)
+                continue
             scores = [value for value, _ in done.values()]
             entry["tasks"][task] = {"metric": metric_of(task), "seeds": list(done), "scores": scores,
                                     "mean": statistics.mean(scores),
                                     "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
                                     "seconds": [round(wall, 1) for _, wall in done.values()]}
         marks.append(entry)
+    for task in tasks:
+        if not any(task in entry["tasks"] for entry in marks):
+            raise ConfigError(f"missing=skip: no finished {task} run for "
+                              f"{','.join(f'{m:g}' for m in minutes)} minutes in {out / 'runs'}")
     marks.sort(key=lambda entry: entry["minutes"])  # runs go in the order asked; the table by minutes
     result = {"run": str(run), "seeds": seeds, "tasks": tasks, "marks": marks, "overrides": overrides}
     write_curve(result, out)
@@ -151,7 +155,7 @@ def curve_markdown(result: dict) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for mark in result["marks"]:
         where = "scratch" if mark["source"] == "scratch" else f"step {mark['step']} ({mark['actual_minutes']:.1f} min)"
-        cells = [_cell(mark["tasks"][t], len(result["seeds"])) for t in tasks]
+        cells = [_cell(mark["tasks"][t], len(result["seeds"])) if t in mark["tasks"] else "—" for t in tasks]
         lines.append(f"| {mark['minutes']:g} min | {where} | " + " | ".join(cells) + " |")
     seeds = ", ".join(map(str, result["seeds"]))
     return "\n".join(lines) + (f"\n\nMean ± std over fine-tuning seeds {seeds} (a cell with fewer seeds says how "
@@ -160,9 +164,10 @@ def curve_markdown(result: dict) -> str:
 
 def _cell(task: dict, n_seeds: int) -> str:
     """'81.2 ± 0.4' over every seed asked; a mark with fewer finished seeds says how many."""
-    text = f"{100 * task['mean']:.1f} ± {100 * task['std']:.1f}"
     n = len(task["scores"])
-    return text if n == n_seeds else f"{100 * task['mean']:.1f} ({n} seed{'s' if n > 1 else ''})"
+    if n == n_seeds and n > 1:
+        return f"{100 * task['mean']:.1f} ± {100 * task['std']:.1f}"
+    return f"{100 * task['mean']:.1f} ({n} seed{'s' if n > 1 else ''})"  # one seed has no spread to show
 
 
 def plot_curve(result: dict, path: Path) -> Path:
@@ -172,14 +177,14 @@ def plot_curve(result: dict, path: Path) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for task in result["tasks"]:
-        xs = [m["minutes"] for m in result["marks"]]
-        line, = ax.plot(xs, [100 * m["tasks"][task]["mean"] for m in result["marks"]], marker="o",
+        marks = [m for m in result["marks"] if task in m["tasks"]]  # missing=skip may leave gaps
+        line, = ax.plot([m["minutes"] for m in marks], [100 * m["tasks"][task]["mean"] for m in marks], marker="o",
                         label=f"{task} ({metric_of(task)})")
-        for m in result["marks"]:
+        for m in marks:
             ax.scatter([m["minutes"]] * len(m["tasks"][task]["scores"]),
                        [100 * s for s in m["tasks"][task]["scores"]], s=10, alpha=0.5, color=line.get_color())
     ax.set_xlabel("pretraining minutes (tokenizer and token cache included; 0 = from scratch)")
-    ax.set_ylabel("dev score × 100")
+    ax.set_ylabel("score × 100 (GLUE: dev; IMDB: test)")
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
