@@ -8,11 +8,31 @@ works, at the math path's cost.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_has_amx() -> bool:
+    from nlpattn.train.runtime import cpu_flags
+
+    return "amx_bf16" in cpu_flags()
+
+
+def math_is_faster(x: torch.Tensor) -> bool:
+    """`model.attention=auto`'s rule: the spelled-out path for bf16 training on a CPU with AMX.
+
+    There PyTorch's CPU flash-attention backward in bf16 is slower than bf16 matmuls + softmax:
+    bf16 training ran 1.6–1.7× faster with the math path (benchmarks/train_throughput.py, dropout 0,
+    docs/results.md); inference, fp32 and other CPUs keep SDPA (measured no faster, or not measured).
+    """
+    bf16 = x.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cpu")
+                                         and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+    return x.device.type == "cpu" and bf16 and torch.is_grad_enabled() and _cpu_has_amx()
 
 
 class RotaryEmbedding(nn.Module):
@@ -102,12 +122,13 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, *, dropout: float = 0.0, bias: bool = True,
                  cross: bool = False, use_sdpa: bool = True, rope: RotaryEmbedding | None = None,
-                 window: int | None = None):
+                 window: int | None = None, auto: bool = False):
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
         self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
         self.cross, self.use_sdpa, self.rope, self.window = cross, use_sdpa, rope, window
+        self.auto = auto  # model.attention=auto: pick the path per call (math_is_faster)
         self.dropout = dropout
         if cross:
             self.q_proj = nn.Linear(d_model, d_model, bias=bias)
@@ -157,7 +178,7 @@ class MultiHeadAttention(nn.Module):
                                     window=None if self.cross else self.window, offset=offset,
                                     device=x.device)
         dropout = self.dropout if self.training else 0.0
-        if self.use_sdpa and not output_attentions:
+        if self.use_sdpa and not output_attentions and not (self.auto and math_is_faster(q)):
             # A plain causal square mask lets SDPA pick its fastest (flash) kernel.
             if causal and key_padding_mask is None and self.window is None and T == S:
                 y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)

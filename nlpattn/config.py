@@ -48,7 +48,7 @@ class ModelConfig:
     rope_base: float = 10000.0
     type_vocab_size: int = 0  # BERT segment embeddings (2 for pairs); 0 = none
     tie_embeddings: bool = True
-    attention: str = "sdpa"  # sdpa | math
+    attention: str = "auto"  # sdpa | math | auto (math for CPU bf16 training on AMX CPUs, else sdpa)
     attention_window: int | None = None  # restricted self-attention: attend to |i-j| <= r
     activation: str = "gelu"  # gelu | gelu_tanh | relu
     bias: bool = True
@@ -423,7 +423,7 @@ def validate_model(m: ModelConfig, source: str) -> None:
     _choice(m.arch, ARCHS, "model.arch", source)
     _choice(m.norm, ("pre", "post"), "model.norm", source)
     _choice(m.position, ("learned", "sinusoidal", "rope", "none"), "model.position", source)
-    _choice(m.attention, ("sdpa", "math"), "model.attention", source)
+    _choice(m.attention, ("sdpa", "math", "auto"), "model.attention", source)
     _choice(m.activation, ("gelu", "gelu_tanh", "relu"), "model.activation", source)
     _choice(m.conv_activation, ("glu", "gelu"), "model.conv_activation", source)
     if m.pooling is not None:

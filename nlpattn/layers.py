@@ -99,7 +99,8 @@ class TransformerBlock(nn.Module):
     def __init__(self, cfg: ModelConfig, *, cross: bool = False, rope: RotaryEmbedding | None = None):
         super().__init__()
         attn_drop = cfg.attention_dropout if cfg.attention_dropout is not None else cfg.dropout
-        common = dict(dropout=attn_drop, bias=cfg.bias, use_sdpa=cfg.attention == "sdpa")
+        common = dict(dropout=attn_drop, bias=cfg.bias, use_sdpa=cfg.attention != "math",
+                      auto=cfg.attention == "auto")
         self.pre_norm = cfg.norm == "pre"
         self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, rope=rope,
                                             window=cfg.attention_window, **common)

@@ -70,14 +70,23 @@ def test_training_flops_equal_flop_counter_exactly(body, task, extra, padded):
     assert batch_training_flops(cfg, task, batch, num_labels=3) == expected  # tolerance 0: every op is seen
 
 
-def test_mlm_flops_follow_the_masked_positions():
-    """Only masked positions go through the vocabulary projection: one more masked label adds the
-    transform and projection of one row (3 × 2·d·(d + V)) and nothing else."""
+def test_mlm_flops_follow_the_masked_positions(monkeypatch):
+    """Only masked positions go through the vocabulary projection, their count rounded up to the
+    head's row bucket: one more masked label adds the transform and projection of one row
+    (3 × 2·d·(d + V)) with a bucket of 1, and a whole bucket's rows, or nothing, with a bucket of 4."""
+    import nlpattn.heads as heads
+
     cfg, batch = BASE, make_batch("mlm", False)
     more = dict(batch, labels=batch["labels"].clone())
     more["labels"][2, 9] = 4
     d, v = cfg.d_model, cfg.vocab_size
+    monkeypatch.setattr(heads, "MLM_ROW_BUCKET", 1)
     assert batch_training_flops(cfg, "mlm", more) - batch_training_flops(cfg, "mlm", batch) == 3 * 2 * d * (d + v)
+    monkeypatch.setattr(heads, "MLM_ROW_BUCKET", 4)
+    n = int((batch["labels"] != -100).sum())
+    step = batch_training_flops(cfg, "mlm", more) - batch_training_flops(cfg, "mlm", batch)
+    assert step == (4 * 3 * 2 * d * (d + v) if n % 4 == 0 else 0)
+    assert heads.mlm_head_rows(n) == -(-n // 4) * 4 and heads.mlm_head_rows(0) == 0
 
 
 def test_model_flops_fn_only_for_our_models():

@@ -300,7 +300,11 @@ def batch_training_flops(cfg, task: str, batch: dict, num_labels: int = 2) -> in
     ids = batch["input_ids"]
     b, n = ids.shape
     labels, mask = batch.get("labels"), batch.get("attention_mask")
-    head_rows = int((labels != -100).sum()) if task == "mlm" and labels is not None else None
+    head_rows = None
+    if task == "mlm" and labels is not None:
+        from nlpattn.heads import mlm_head_rows
+
+        head_rows = mlm_head_rows(int((labels != -100).sum()))  # as it runs: padded to a row bucket
     dec = batch.get("decoder_input_ids")
     rnn_positions = reverse_rows = None
     if cfg.body in RNN_GATES and mask is not None and _bidirectional(cfg, _task_causal(cfg, task)):
