@@ -22,6 +22,7 @@ def mlm_head_rows(n_masked: int) -> int:
     """Rows the masked-only MLM head projects for `n_masked` labelled positions (padded to the bucket)."""
     return -(-n_masked // MLM_ROW_BUCKET) * MLM_ROW_BUCKET
 
+
 CE_CHUNK_BYTES = 8 * 2**20  # float32 logits per cross-entropy chunk: stays in cache, never B·T·V at once
 
 
