@@ -155,6 +155,8 @@ class GlueConfig:
     tasks: list[str] = field(default_factory=list)  # `nlpattn glue`: empty = all available
     max_train_examples: int | None = None  # a fixed random subset (seed 0) of the train split; None = all
     max_eval_examples: int | None = None  # the same for every dev split; None = all
+    padding: str = "bucket"  # bucket: to one of ~8 widths per doubling (few shapes) | longest: the batch's longest
+    dropout: float | None = None  # every dropout while fine-tuning; None = the start's (init's or model.dropout)
 
 
 @dataclass
@@ -454,6 +456,7 @@ def validate_model(m: ModelConfig, source: str) -> None:
 
 
 TRUNCATIONS = ("head", "tail", "head+tail")
+PADDINGS = ("bucket", "longest")
 
 
 def validate_weights(d: DataConfig, source: str) -> None:
@@ -490,8 +493,11 @@ def validate(cfg: Config, source: str) -> None:
             raise ConfigError(f"{source}: key 'train.{key}' must be a positive number, got {value}")
     validate_weights(cfg.data, source)
     _choice(cfg.glue.truncation, TRUNCATIONS, "glue.truncation", source)
+    _choice(cfg.glue.padding, PADDINGS, "glue.padding", source)
     if cfg.glue.head_tokens < 0:
         raise ConfigError(f"{source}: key 'glue.head_tokens' must be >= 0, got {cfg.glue.head_tokens}")
+    if cfg.glue.dropout is not None and not 0.0 <= cfg.glue.dropout < 1.0:
+        raise ConfigError(f"{source}: key 'glue.dropout' must be in [0, 1), got {cfg.glue.dropout}")
     for key in ("max_train_examples", "max_eval_examples"):
         if getattr(cfg.glue, key) is not None and getattr(cfg.glue, key) < 1:
             raise ConfigError(f"{source}: key 'glue.{key}' must be >= 1, got {getattr(cfg.glue, key)}")

@@ -90,6 +90,32 @@ def test_pooling_override_with_init_is_used_and_saved(tmp_path):
     assert load_model(tmp_path).head.pooling == "mean"
 
 
+def test_dropout_override_with_init_sets_every_dropout():
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=40, d_model=16, n_heads=2, d_ff=32, n_layers=1, max_len=32, dropout=0.0)
+    source = build_model(cfg, "mlm")
+    kept = classifier_from(source, num_labels=2)
+    assert kept.cfg.dropout == 0.0
+    assert all(m.p == 0.0 for m in kept.modules() if isinstance(m, torch.nn.Dropout))
+    clf = classifier_from(source, num_labels=2, dropout=0.1)
+    assert clf.cfg.dropout == 0.1 and clf.cfg.attention_dropout is None
+    rates = [m.p for m in clf.modules() if isinstance(m, torch.nn.Dropout)]
+    assert rates and all(p == 0.1 for p in rates)
+    assert clf.body.layers[0].self_attn.dropout == 0.1  # attention's own rate
+    ids = torch.randint(5, 40, (2, 7))
+    clf.train()
+    assert not torch.equal(clf(ids).logits, clf(ids).logits)  # dropout is live in training
+
+
+def test_bad_glue_dropout_or_padding_names_the_key():
+    from nlpattn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="glue.dropout"):
+        load_config(str(REPO / "configs/finetune/sst2.yaml"), ["glue.dropout=1.5"])
+    with pytest.raises(ConfigError, match="glue.padding"):
+        load_config(str(REPO / "configs/finetune/sst2.yaml"), ["glue.padding=max"])
+
+
 def test_bad_pooling_names_the_key():
     from nlpattn.errors import ConfigError
 

@@ -47,12 +47,21 @@ def _load_source(init: str):
                           f"nor config.json (a transformers model): no weights to start from")
 
 
-def classifier_from(source: torch.nn.Module, num_labels: int, pooling: str | None = None) -> torch.nn.Module:
+def with_dropout(model_cfg, dropout: float | None):
+    """`model_cfg` with every dropout (attention's too) at `dropout`; unchanged when it is None."""
+    if dropout is None:
+        return model_cfg
+    return dataclasses.replace(model_cfg, dropout=dropout, attention_dropout=None)
+
+
+def classifier_from(source: torch.nn.Module, num_labels: int, pooling: str | None = None,
+                    dropout: float | None = None) -> torch.nn.Module:
     """A SequenceClassifier whose embeddings and body are `source`'s (a seq2seq model gives its
-    encoder); only the new head is freshly initialised, pooling `pooling` if given."""
+    encoder); only the new head is freshly initialised, pooling `pooling` and with every dropout
+    at `dropout` if given."""
     from nlpattn.models import SequenceClassifier
 
-    cfg, state = source.cfg, source.state_dict()
+    cfg, state = with_dropout(source.cfg, dropout), source.state_dict()
     if pooling is not None:
         cfg = dataclasses.replace(cfg, pooling=pooling)
     if source.task == "seq2seq":
@@ -81,10 +90,11 @@ def init_model(cfg: Config, num_labels: int, accelerator):
         if tok.vocab_size > source.cfg.vocab_size:
             raise ConfigError(f"init: {cfg.init} has a tokenizer of {tok.vocab_size} tokens but a model "
                               f"vocabulary of {source.cfg.vocab_size}")
-        return tok, classifier_from(source, num_labels, cfg.model.pooling)
+        return tok, classifier_from(source, num_labels, cfg.model.pooling, cfg.glue.dropout)
     with accelerator.main_process_first():
         tok = train_or_load(cfg)
-    mcfg = dataclasses.replace(cfg.model, vocab_size=tok.vocab_size, pad_token_id=tok.pad_id)
+    mcfg = dataclasses.replace(with_dropout(cfg.model, cfg.glue.dropout), vocab_size=tok.vocab_size,
+                               pad_token_id=tok.pad_id)
     task = "regression" if num_labels == 1 else "classification"
     return tok, build_model(mcfg, task, num_labels, init_std=cfg.train.init_std)
 
@@ -274,7 +284,8 @@ def _finetune(cfg: Config, task, acc) -> dict:
     tok, model = init_model(cfg, task.num_labels, acc)
     cfg = dataclasses.replace(cfg, model=model.cfg)
     check_resume_settings(cfg)  # before anything is written to the run directory
-    collate = ClassificationCollator(tok.pad_id, task.is_regression)
+    collate = ClassificationCollator(tok.pad_id, task.is_regression, padding=cfg.glue.padding,
+                                     max_length=cfg.glue.max_length)
     batches = EpochBatches(encode_glue(train_raw, tok, *glue_encoding(cfg)), cfg.train.batch_size, collate,
                            seed=cfg.train.seed, rank=acc.process_index, world_size=acc.num_processes,
                            group=GROUP_WINDOW if cfg.train.group_by_length else 1)
