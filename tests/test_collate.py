@@ -211,3 +211,24 @@ def test_classification_collator_pads_and_types_labels(tok):
     assert classes["labels"].dtype == torch.long
     unlabeled = ClassificationCollator(tok.pad_id)([dict(e, label=None) for e in enc])
     assert "labels" not in unlabeled
+
+
+def test_bucket_widths_are_few_and_waste_at_most_an_eighth():
+    from nlpattn.data.collate import bucket_width
+
+    widths = [bucket_width(n) for n in range(1, 513)]
+    assert all(w >= n and w - n < max(8, n / 8) for n, w in zip(range(1, 513), widths))
+    assert len(set(widths)) == 32  # 8 multiples of 8 up to 64, then 8 widths per doubling
+    assert [bucket_width(n) for n in (1, 9, 64, 65, 100, 129, 250, 257)] == [8, 16, 64, 72, 104, 144, 256, 288]
+
+
+def test_bucket_padding_caps_at_max_length_and_keeps_the_masks():
+    short = [{"input_ids": [5] * n, "token_type_ids": [0] * n, "label": 1} for n in (37, 20)]
+    longest = ClassificationCollator(0)(short)
+    bucket = ClassificationCollator(0, padding="bucket")(short)
+    assert longest["input_ids"].shape == (2, 37) and bucket["input_ids"].shape == (2, 40)
+    assert bucket["attention_mask"].sum(1).tolist() == [37, 20]
+    assert torch.equal(bucket["input_ids"][:, :37], longest["input_ids"])
+    assert bucket["token_type_ids"].shape == (2, 40)
+    capped = ClassificationCollator(0, padding="bucket", max_length=38)(short)
+    assert capped["input_ids"].shape == (2, 38)  # the bucket (40) would pass the model's inputs' limit

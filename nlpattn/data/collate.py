@@ -31,12 +31,25 @@ def as_long_tensor(example) -> torch.Tensor:
     return torch.as_tensor(np.asarray(example, dtype=np.int64))
 
 
-def pad_batch(examples: Sequence, pad_id: int, pad_to_multiple_of: int | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Right-pad 1-D id sequences to (B, T); the attention mask is None when nothing was padded."""
+def bucket_width(n: int) -> int:
+    """The smallest bucket width >= n: multiples of 8 up to 64, then 8 widths per doubling
+    (72, 80, ..., 128, 144, ..., 256, 288, ...), so padding adds at most 1/8."""
+    step = max(8, (1 << (max(n, 1).bit_length() - 1)) // 8)
+    return -(-n // step) * step
+
+
+def pad_batch(examples: Sequence, pad_id: int, pad_to_multiple_of: int | None = None, bucket: bool = False,
+              max_width: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Right-pad 1-D id sequences to (B, T); the attention mask is None when nothing was padded.
+
+    `bucket` pads to `bucket_width` of the longest, so a run meets a few dozen widths instead of
+    one per length: under bf16 on CPU each new matrix shape costs kernel set-up and memory.
+    A bucket never goes past `max_width` (the longest example still fits: inputs are truncated to it)."""
     seqs = [as_long_tensor(e) for e in examples]
     lengths = [len(s) for s in seqs]
     width = max(lengths) if lengths else 0
+    if bucket:
+        width = max(width, min(bucket_width(width), max_width or bucket_width(width)))
     if pad_to_multiple_of:
         width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
     if all(n == width for n in lengths):
@@ -196,17 +209,21 @@ class SpanCorruptionCollator(_Collator):
 class ClassificationCollator:
     """GLUE batches from `encode_glue` dicts: padded ids, attention mask, token types, labels."""
 
-    def __init__(self, pad_id: int, is_regression: bool = False, pad_to_multiple_of: int | None = None) -> None:
+    def __init__(self, pad_id: int, is_regression: bool = False, pad_to_multiple_of: int | None = None,
+                 padding: str = "longest", max_length: int | None = None) -> None:
         self.pad_id, self.is_regression, self.multiple = pad_id, is_regression, pad_to_multiple_of
+        self.bucket = padding == "bucket"  # else "longest": the batch's longest example
+        self.max_length = max_length  # the encoder's truncation length: no bucket is wider
 
     def __call__(self, examples: Sequence[dict], generator: torch.Generator | None = None) -> dict:
         """Right-pad with pad_id; labels float for regression, long otherwise (omitted if absent)."""
-        ids, mask = pad_batch([e["input_ids"] for e in examples], self.pad_id, self.multiple)
+        widths = dict(pad_to_multiple_of=self.multiple, bucket=self.bucket, max_width=self.max_length)
+        ids, mask = pad_batch([e["input_ids"] for e in examples], self.pad_id, **widths)
         if mask is None:
             mask = torch.ones_like(ids)
         batch = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in examples[0]:
-            types, _ = pad_batch([e["token_type_ids"] for e in examples], 0, self.multiple)
+            types, _ = pad_batch([e["token_type_ids"] for e in examples], 0, **widths)
             batch["token_type_ids"] = types
         labels = [e.get("label") for e in examples]
         if all(label is not None for label in labels):
