@@ -97,11 +97,10 @@ class LMHead(nn.Module):
         logits = self.decoder(hidden)
         if labels is None:
             return logits, None
-        if shift:
-            pred, target = logits[:, :-1], labels[:, 1:]
-        else:
-            pred, target = logits, labels
-        loss = chunked_cross_entropy(pred.reshape(-1, pred.shape[-1]), target.reshape(-1))
+        # Shift the targets, not the logits: slicing logits[:, :-1] copies B·(T-1)·V values (and its
+        # backward fills a zero tensor of that size); the last position's target is ignored instead.
+        target = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX) if shift else labels  # (B, T)
+        loss = chunked_cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
         return logits, loss
 
 
