@@ -20,7 +20,8 @@ shared machine are noise; the ratios of one run are the figures to quote.
 A model name may carry options in brackets: `[compile]` wraps it in torch.compile (its first
 steps' extra time is reported as compile_s, and the break-even training time against the same
 model uncompiled in this run), `[attention=math]` (ours only) spells attention out instead of
-calling SDPA. `--rounds N` runs the whole set N times, interleaved, and reports each figure's
+calling SDPA, `[bias=false]` (ours only) drops the linear layers' biases, as the nanoGPT-style model does
+(LayerNorm keeps its shift: nanoGPT drops that too). `--rounds N` runs the whole set N times, interleaved, and reports each figure's
 median over the rounds, so that a slow minute of a shared host does not land on one model only.
 """
 from __future__ import annotations
@@ -109,15 +110,16 @@ def parse_variant(name: str) -> tuple[str, dict]:
     """'nlpattn-clm[compile,attention=math]' → ('nlpattn-clm', {'compile': True, 'attention': 'math'})."""
     base, _, rest = name.partition("[")
     if base not in MODELS or (rest and not rest.endswith("]")):
-        raise ValueError(f"unknown model '{name}' (one of {', '.join(MODELS)}, optionally with [compile] "
-                         "or [attention=math])")
+        raise ValueError(f"unknown model '{name}' (one of {', '.join(MODELS)}, optionally with [compile], "
+                         "[attention=math] or [bias=false])")
     options: dict = {}
     for item in filter(None, rest[:-1].split(",")):
         key, eq, value = item.partition("=")
         options[key] = value if eq else True
-    unknown = set(options) - {"compile", "attention"}
-    if unknown or ("attention" in options and not base.startswith("nlpattn")):
-        raise ValueError(f"model '{name}': unknown option(s) {sorted(unknown) or ['attention']} for {base}")
+    unknown = set(options) - {"compile", "attention", "bias"}
+    ours_only = sorted({"attention", "bias"} & set(options)) if not base.startswith("nlpattn") else []
+    if unknown or ours_only or options.get("bias", "false") not in ("true", "false"):
+        raise ValueError(f"model '{name}': unknown option(s) {sorted(unknown) or ours_only or ['bias']} for {base}")
     return base, options
 
 
@@ -144,7 +146,7 @@ def build(name: str, a: argparse.Namespace) -> nn.Module:
         cfg = ModelConfig(arch="encoder" if mlm else "decoder", vocab_size=a.vocab, d_model=a.d, n_layers=a.layers,
                           n_heads=a.heads, d_ff=a.ffn, max_len=max_len, dropout=a.dropout,
                           norm="post" if mlm else "pre", activation="gelu" if mlm else "gelu_tanh",
-                          attention=options.get("attention", "sdpa"))
+                          attention=options.get("attention", "sdpa"), bias=options.get("bias", "true") == "true")
         return build_model(cfg, MODELS[name])
     import transformers
 

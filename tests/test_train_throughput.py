@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from test_train_utils import REPO, child_env
 
@@ -66,7 +67,9 @@ def test_model_variants_parse_and_name_back():
     assert (base, options) == ("nlpattn-mlm", {"compile": True, "attention": "math"})
     assert tt.variant_name(base, options) == "nlpattn-mlm[compile,attention=math]"
     assert tt.objective_of("nlpattn-clm[compile]") == "clm"
-    for bad in ("gpt3", "nanogpt[attention=math]", "nlpattn-clm[fast]", "nlpattn-clm[compile"):
+    assert tt.parse_variant("nlpattn-clm[bias=false]") == ("nlpattn-clm", {"bias": "false"})
+    for bad in ("gpt3", "nanogpt[attention=math]", "nlpattn-clm[fast]", "nlpattn-clm[compile", "gpt2[bias=false]",
+                "nlpattn-clm[bias=no]"):
         with pytest.raises(ValueError):
             tt.parse_variant(bad)
 
@@ -76,6 +79,9 @@ def test_math_attention_variant_builds_our_model_with_the_math_path():
     model = tt.build("nlpattn-clm[attention=math]", a)
     assert model.cfg.attention == "math"
     assert tt.build("nlpattn-clm", a).cfg.attention == "sdpa"
+    unbiased = tt.build("nlpattn-clm[bias=false]", a)
+    linears = [m for m in unbiased.modules() if isinstance(m, torch.nn.Linear)]
+    assert not unbiased.cfg.bias and linears and all(m.bias is None for m in linears)
 
 
 def test_rounds_take_each_figure_s_median_and_compiled_variants_get_a_break_even():
