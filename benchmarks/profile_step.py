@@ -2,8 +2,10 @@
 steps of one model (from train_throughput.py) in fp32 or bf16 autocast, self CPU time grouped
 into matmul, attention kernel, cross-entropy, layer norm, softmax, GELU, optimizer, casts and
 copies, ... The shares are meaningful even on a busy machine; the absolute times are not.
+`--inference` profiles the benchmark's inference pass instead (one forward, all logits, no labels).
 
     python benchmarks/profile_step.py --models nlpattn-clm,gpt2 --dtypes fp32,bf16 [--batch 8 --steps 3]
+    python benchmarks/profile_step.py --models nlpattn-mlm,bert --dtypes fp32 --inference
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ def group(op: str) -> str:
 
 
 def profile_model(name: str, dtype: str, a: argparse.Namespace) -> tuple[float, dict, list]:
-    """(ms per step, share per group, top ops) of `name`'s training step."""
+    """(ms per step, share per group, top ops) of `name`'s training step (or inference pass)."""
     from torch.profiler import ProfilerActivity, profile
 
     torch.manual_seed(0)
@@ -45,12 +47,19 @@ def profile_model(name: str, dtype: str, a: argparse.Namespace) -> tuple[float, 
     batch = tt.make_batch(tt.objective_of(name), a, torch.device("cpu"))
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16")
 
-    def step() -> None:
+    def train_step() -> None:
         with autocast:
             loss = model(**batch).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+
+    def infer() -> None:
+        with torch.inference_mode(), autocast:
+            model(input_ids=batch["input_ids"])
+
+    step = infer if a.inference else train_step
+    model.train(not a.inference)
 
     for _ in range(2):
         step()
@@ -75,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--models", default="nlpattn-clm,gpt2")
     p.add_argument("--dtypes", default="fp32,bf16")
+    p.add_argument("--inference", action="store_true", help="profile the inference pass, not a training step")
     a = p.parse_args(argv)
     os.environ.setdefault("KINETO_LOG_LEVEL", "99")
     if a.threads:
@@ -82,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in a.models.split(","):
         for dtype in a.dtypes.split(","):
             ms, shares, top = profile_model(name, dtype, a)
-            print(f"== {name} {dtype}: {ms:.0f} ms/step (self CPU, profiled)")
+            what = "inference pass" if a.inference else "step"
+            print(f"== {name} {dtype}: {ms:.0f} ms/{what} (self CPU, profiled)")
             for g, share in shares.items():
                 print(f"   {g:48s} {100 * share:5.1f}%")
             print("   top ops: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in top))

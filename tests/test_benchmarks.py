@@ -100,3 +100,13 @@ def test_corpus_cache_times_every_source_of_a_corpus(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         bench.main(["--run", str(tmp_path / "run"), "--corpus", str(tmp_path / "nowhere")])
     assert exit_info.value.code == 2 and "nowhere: no corpus files" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("inference", [False, True])
+def test_profile_step_groups_a_step_or_an_inference_pass(capsys, inference):
+    tiny = ["--d", "32", "--layers", "1", "--heads", "2", "--ffn", "64", "--vocab", "128", "--seq", "16",
+            "--batch", "2", "--steps", "1", "--models", "nlpattn-clm", "--dtypes", "fp32"]
+    assert load("profile_step").main(tiny + ["--inference"] * inference) == 0
+    out = capsys.readouterr().out
+    assert ("ms/inference pass" in out) == inference and "matmul" in out
+    assert ("optimizer (fused AdamW)" in out) != inference  # no optimizer step when inferring
