@@ -7,6 +7,7 @@ from torch import nn
 
 from nlpattn.config import ModelConfig
 from nlpattn.layers import activation_fn
+from nlpattn.linear_cross_entropy import linear_cross_entropy
 
 IGNORE_INDEX = -100
 
@@ -93,13 +94,18 @@ class LMHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor, labels: torch.Tensor | None = None, *,
                 shift: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """hidden (B, T, d) → logits (B, T, V); loss of predicting labels[t+1] at t if shift."""
-        logits = self.decoder(hidden)
+        """hidden (B, T, d) → logits (B, T, V); loss of predicting labels[t+1] at t if shift.
+        With labels while gradients are on (training), logits are None: see linear_cross_entropy."""
         if labels is None:
-            return logits, None
+            return self.decoder(hidden), None
         # Shift the targets, not the logits: slicing logits[:, :-1] copies B·(T-1)·V values (and its
         # backward fills a zero tensor of that size); the last position's target is ignored instead.
         target = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX) if shift else labels  # (B, T)
+        if torch.is_grad_enabled() and (hidden.requires_grad or self.decoder.weight.requires_grad):
+            # training: the projection and the loss in one pass over row chunks; no (B, T, V) logits
+            return None, linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), self.decoder.weight,
+                                              target.reshape(-1))
+        logits = self.decoder(hidden)
         loss = chunked_cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
         return logits, loss
 
