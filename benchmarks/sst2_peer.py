@@ -73,7 +73,8 @@ def describe(overrides: list[str] | None = None) -> dict:
     ours_model = build_model(load_config(CONFIG, ["tokenizer.kind=char", *overrides, *BERT_LAYOUT]).model,
                              "classification", num_labels=2)
     peer = peer_model(cfg, ours_model.cfg.vocab_size, 0)
-    common = {"batch": t.batch_size, "epochs": t.epochs, "max_length": cfg.glue.max_length, "clip": t.clip_grad,
+    common = {"batch": t.batch_size, "epochs": t.epochs, "max_length": cfg.glue.max_length,
+              "padding": cfg.glue.padding, "clip": t.clip_grad,
               "schedule": (t.schedule, t.warmup_ratio, t.min_lr), "eval": "whole dev set, once, after training"}
     return {"ours": {**optimizer_facts(build_optimizer(ours_model, t)), **common, "precision": t.precision},
             "peer": {**optimizer_facts(peer_optimizer(peer, t)), **common, "precision": "fp32",
@@ -115,7 +116,7 @@ def run_peer(seed: int, tokenizer_dir: str, overrides: list[str]) -> dict:
     cfg = load_config(CONFIG, [f"train.seed={seed}", *overrides])
     t = cfg.train
     tok = load_tokenizer(tokenizer_dir)
-    collate = ClassificationCollator(tok.pad_id)
+    collate = ClassificationCollator(tok.pad_id, padding=cfg.glue.padding, max_length=cfg.glue.max_length)
     train = encode_glue(read_glue_split("sst2", "train", cfg.glue.data_dir), tok, cfg.glue.max_length)
     dev = encode_glue(read_glue_split("sst2", "dev", cfg.glue.data_dir), tok, cfg.glue.max_length)
     transformers.set_seed(seed)

@@ -32,9 +32,9 @@ def as_long_tensor(example) -> torch.Tensor:
 
 
 def bucket_width(n: int) -> int:
-    """The smallest bucket width >= n: multiples of 8 up to 64, then 8 widths per doubling
-    (72, 80, ..., 128, 144, ..., 256, 288, ...), so padding adds at most 1/8."""
-    step = max(8, (1 << (max(n, 1).bit_length() - 1)) // 8)
+    """The smallest bucket width >= n: every width up to 16, then 8 widths per doubling
+    (18, 20, ..., 32, 36, ..., 64, 72, ..., 128, 144, ...), so padding adds less than 1/8."""
+    step = max(1, (1 << (max(n, 1).bit_length() - 1)) // 8)
     return -(-n // step) * step
 
 
