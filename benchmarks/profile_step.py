@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("KINETO_LOG_LEVEL", "99")
     if a.threads:
         torch.set_num_threads(a.threads)
-    for name in a.models.split(","):
+    for name in tt.split_models(a.models):
         for dtype in a.dtypes.split(","):
             ms, shares, top = profile_model(name, dtype, a)
             what = "inference pass" if a.inference else "step"

@@ -19,16 +19,20 @@ shared machine are noise; the ratios of one run are the figures to quote.
 
 A model name may carry options in brackets: `[compile]` wraps it in torch.compile (its first
 steps' extra time is reported as compile_s, and the break-even training time against the same
-model uncompiled in this run), `[attention=math]` (ours only) spells attention out instead of
-calling SDPA, `[bias=false]` (ours only) drops the linear layers' biases, as the nanoGPT-style model does
-(LayerNorm keeps its shift: nanoGPT drops that too). `--rounds N` runs the whole set N times, interleaved, and reports each figure's
-median over the rounds, so that a slow minute of a shared host does not land on one model only.
+model uncompiled in this run). Any other `key=value` (ours only) sets that `ModelConfig` field;
+our models otherwise take the shipped defaults (`attention=auto`). `[attention=math]` spells
+attention out instead of calling SDPA; `[bias=false,activation=gelu]` is the nanoGPT-style
+model's layout (no linear biases, exact GELU; our LayerNorm keeps its shift, nanoGPT drops it).
+`--rounds N` runs the whole set N times, interleaved, and reports each figure's median over the
+rounds, so that a slow minute of a shared host does not land on one model only.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
+import re
 import resource
 import statistics
 import subprocess
@@ -39,6 +43,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from nlpattn.config import ModelConfig
 
 MODELS = {"nlpattn-mlm": "mlm", "bert": "mlm", "nlpattn-clm": "clm", "gpt2": "clm", "nanogpt": "clm"}
 REFERENCE = {"nlpattn-mlm": ("bert",), "nlpattn-clm": ("gpt2", "nanogpt")}  # ours → the models we compare with
@@ -110,17 +116,39 @@ def parse_variant(name: str) -> tuple[str, dict]:
     """'nlpattn-clm[compile,attention=math]' → ('nlpattn-clm', {'compile': True, 'attention': 'math'})."""
     base, _, rest = name.partition("[")
     if base not in MODELS or (rest and not rest.endswith("]")):
-        raise ValueError(f"unknown model '{name}' (one of {', '.join(MODELS)}, optionally with [compile], "
-                         "[attention=math] or [bias=false])")
+        raise ValueError(f"unknown model '{name}' (one of {', '.join(MODELS)}, optionally with [compile] "
+                         "or, for ours, [field=value] of ModelConfig)")
     options: dict = {}
     for item in filter(None, rest[:-1].split(",")):
         key, eq, value = item.partition("=")
         options[key] = value if eq else True
-    unknown = set(options) - {"compile", "attention", "bias"}
-    ours_only = sorted({"attention", "bias"} & set(options)) if not base.startswith("nlpattn") else []
-    if unknown or ours_only or options.get("bias", "false") not in ("true", "false"):
-        raise ValueError(f"model '{name}': unknown option(s) {sorted(unknown) or ours_only or ['bias']} for {base}")
+    fields = {"compile"} | ({f.name for f in dataclasses.fields(ModelConfig)} if base.startswith("nlpattn") else set())
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise ValueError(f"model '{name}': unknown option(s) {unknown} for {base}")
+    model_options(options)  # a value of the wrong type fails here, before any measurement
     return base, options
+
+
+def split_models(text: str) -> list[str]:
+    """'a,b[x=1,y=2],c' → ['a', 'b[x=1,y=2]', 'c']: commas inside brackets separate options."""
+    return [m for m in re.split(r",(?![^\[]*\])", text) if m]
+
+
+def model_options(options: dict) -> dict:
+    """The ModelConfig fields of a variant's options, typed like the defaults ('false' → False)."""
+    typed = {}
+    for key, value in options.items():
+        if key == "compile":
+            continue
+        default = getattr(ModelConfig(), key)
+        if isinstance(default, bool):
+            if value not in ("true", "false"):
+                raise ValueError(f"option {key}={value}: expected true or false")
+            typed[key] = value == "true"
+        else:
+            typed[key] = type(default)(value) if isinstance(default, (int, float)) else value
+    return typed
 
 
 def variant_name(base: str, options: dict) -> str:
@@ -139,15 +167,13 @@ def build(name: str, a: argparse.Namespace) -> nn.Module:
     name, options = parse_variant(name)
     max_len = max(512, a.seq)
     if name.startswith("nlpattn"):
-        from nlpattn.config import ModelConfig
         from nlpattn.models import build_model
 
         mlm = name == "nlpattn-mlm"  # BERT's layout for MLM, GPT-2's for CLM
         cfg = ModelConfig(arch="encoder" if mlm else "decoder", vocab_size=a.vocab, d_model=a.d, n_layers=a.layers,
                           n_heads=a.heads, d_ff=a.ffn, max_len=max_len, dropout=a.dropout,
-                          norm="post" if mlm else "pre", activation="gelu" if mlm else "gelu_tanh",
-                          attention=options.get("attention", "sdpa"), bias=options.get("bias", "true") == "true")
-        return build_model(cfg, MODELS[name])
+                          norm="post" if mlm else "pre", activation="gelu" if mlm else "gelu_tanh")
+        return build_model(dataclasses.replace(cfg, **model_options(options)), MODELS[name])
     import transformers
 
     if name == "bert":
@@ -256,7 +282,6 @@ def machine(device: str) -> dict:
 
 def model_flops_per_token(objective: str, a: argparse.Namespace, inference: bool = False) -> float:
     """Useful FLOPs per token of one training step (or one forward) of the objective at this shape."""
-    from nlpattn.config import ModelConfig
     from nlpattn.cost.analytic import model_forward_flops
 
     cfg = ModelConfig(vocab_size=a.vocab, d_model=a.d, n_layers=a.layers, n_heads=a.heads, d_ff=a.ffn,
@@ -363,7 +388,7 @@ def parent(a: argparse.Namespace, argv: list[str]) -> dict:
     if a.threads:
         torch.set_num_threads(a.threads)
     result = {"machine": machine(a.device), "args": vars(a), "peaks": {}, "rows": []}
-    dtypes, models = a.dtypes.split(","), a.models.split(",")
+    dtypes, models = a.dtypes.split(","), split_models(a.models)
     for name in models:
         parse_variant(name)  # fail before any measurement
     rounds = []

@@ -68,6 +68,10 @@ def test_model_variants_parse_and_name_back():
     assert tt.variant_name(base, options) == "nlpattn-mlm[compile,attention=math]"
     assert tt.objective_of("nlpattn-clm[compile]") == "clm"
     assert tt.parse_variant("nlpattn-clm[bias=false]") == ("nlpattn-clm", {"bias": "false"})
+    assert tt.split_models("bert,nlpattn-clm[bias=false,activation=gelu],nanogpt") == \
+        ["bert", "nlpattn-clm[bias=false,activation=gelu]", "nanogpt"]
+    assert tt.model_options({"compile": True, "bias": "false", "activation": "gelu", "n_layers": "2"}) == \
+        {"bias": False, "activation": "gelu", "n_layers": 2}
     for bad in ("gpt3", "nanogpt[attention=math]", "nlpattn-clm[fast]", "nlpattn-clm[compile", "gpt2[bias=false]",
                 "nlpattn-clm[bias=no]"):
         with pytest.raises(ValueError):
@@ -78,10 +82,11 @@ def test_math_attention_variant_builds_our_model_with_the_math_path():
     a = argparse.Namespace(d=32, layers=1, heads=2, ffn=64, vocab=128, seq=16, batch=2, dropout=0.0)
     model = tt.build("nlpattn-clm[attention=math]", a)
     assert model.cfg.attention == "math"
-    assert tt.build("nlpattn-clm", a).cfg.attention == "sdpa"
+    assert tt.build("nlpattn-clm", a).cfg.attention == "auto"  # the shipped default
     unbiased = tt.build("nlpattn-clm[bias=false]", a)
     linears = [m for m in unbiased.modules() if isinstance(m, torch.nn.Linear)]
     assert not unbiased.cfg.bias and linears and all(m.bias is None for m in linears)
+    assert tt.build("nlpattn-clm[activation=gelu]", a).cfg.activation == "gelu"  # the benchmark's default: gelu_tanh
 
 
 def test_rounds_take_each_figure_s_median_and_compiled_variants_get_a_break_even():
