@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from nlpattn.data.collate import IGNORE_INDEX
+
 CHUNK_BYTES = 8 * 2**20  # float32 logits per chunk (256 rows at V = 8192: the fastest of 64-512 measured)
 
 

@@ -64,3 +64,17 @@ def test_causal_lm_training_uses_it_and_evaluation_still_gets_logits():
     F.cross_entropy(logits[:, :-1].reshape(-1, 64), ids[:, 1:].reshape(-1)).backward()
     for name, p in model.named_parameters():
         torch.testing.assert_close(fused_grads[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.slow
+def test_compiled_causal_lm_trains_with_the_fused_loss():
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="decoder", vocab_size=64, d_model=16, n_heads=2, d_ff=32, n_layers=1, max_len=32,
+                      dropout=0.0)
+    model = build_model(cfg, "clm")
+    ids = torch.randint(5, 64, (3, 12))
+    eager = model(ids, labels=ids).loss
+    compiled = torch.compile(model)(ids, labels=ids).loss  # train.compile=true
+    torch.testing.assert_close(compiled, eager.detach(), rtol=1e-5, atol=1e-6)
+    compiled.backward()
+    assert all(p.grad is not None for p in model.parameters())
