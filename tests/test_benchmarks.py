@@ -110,3 +110,10 @@ def test_profile_step_groups_a_step_or_an_inference_pass(capsys, inference):
     out = capsys.readouterr().out
     assert ("ms/inference pass" in out) == inference and "matmul" in out
     assert ("optimizer (fused AdamW)" in out) != inference  # no optimizer step when inferring
+
+
+def test_lm_head_loss_times_the_plain_and_the_fused_head(capsys):
+    tiny = ["--rows", "64", "--d", "8", "--vocab", "32", "--steps", "1", "--warmup", "0", "--chunks", "16,64"]
+    assert load("lm_head_loss").main(tiny) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("fp32: plain") and "16 rows" in lines[1] and lines[2].startswith("bf16:")
