@@ -45,12 +45,16 @@ def test_bf16_autocast_tracks_the_plain_head_within_bf16_rounding():
         assert (a - b).abs().max() <= 0.02 * b.abs().max()  # bf16 has 8 bits of mantissa
 
 
-def test_causal_lm_training_uses_it_and_evaluation_still_gets_logits():
+def tiny_clm():
+    """A one-layer causal LM without dropout and a (3, 12) batch of ids."""
     torch.manual_seed(0)
     cfg = ModelConfig(arch="decoder", vocab_size=64, d_model=16, n_heads=2, d_ff=32, n_layers=1, max_len=32,
                       dropout=0.0)
-    model = build_model(cfg, "clm")
-    ids = torch.randint(5, 64, (3, 12))
+    return build_model(cfg, "clm"), torch.randint(5, 64, (3, 12))
+
+
+def test_causal_lm_training_uses_it_and_evaluation_still_gets_logits():
+    model, ids = tiny_clm()
     trained = model(ids, labels=ids)
     assert trained.logits is None  # never materialised while training
     trained.loss.backward()
@@ -68,11 +72,7 @@ def test_causal_lm_training_uses_it_and_evaluation_still_gets_logits():
 
 @pytest.mark.slow
 def test_compiled_causal_lm_trains_with_the_fused_loss():
-    torch.manual_seed(0)
-    cfg = ModelConfig(arch="decoder", vocab_size=64, d_model=16, n_heads=2, d_ff=32, n_layers=1, max_len=32,
-                      dropout=0.0)
-    model = build_model(cfg, "clm")
-    ids = torch.randint(5, 64, (3, 12))
+    model, ids = tiny_clm()
     eager = model(ids, labels=ids).loss
     compiled = torch.compile(model)(ids, labels=ids).loss  # train.compile=true
     torch.testing.assert_close(compiled, eager.detach(), rtol=1e-5, atol=1e-6)

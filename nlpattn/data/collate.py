@@ -49,7 +49,8 @@ def pad_batch(examples: Sequence, pad_id: int, pad_to_multiple_of: int | None = 
     lengths = [len(s) for s in seqs]
     width = max(lengths) if lengths else 0
     if bucket:
-        width = max(width, min(bucket_width(width), max_width or bucket_width(width)))
+        bucketed = bucket_width(width)
+        width = bucketed if max_width is None else max(width, min(bucketed, max_width))
     if pad_to_multiple_of:
         width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
     if all(n == width for n in lengths):
