@@ -135,8 +135,9 @@ RESUME_KEYS = ("objective", "task", "init", "model", "tokenizer", "data.train_fi
                "data.whole_word_mask", "data.noise_density", "data.mean_span_length", "glue.max_length",
                "glue.truncation", "glue.head_tokens",
                "train.batch_size", "train.grad_accum", "train.seed", "train.group_by_length")
-# Filled in from the tokenizer or the objective after the config is read: not the user's choice.
-_DERIVED = ("model.vocab_size", "model.pad_token_id", "model.arch")
+# Filled in from the tokenizer or the objective after the config is read: not the user's choice;
+# or a kernel choice that computes the same function (a run may resume under another one).
+_DERIVED = ("model.vocab_size", "model.pad_token_id", "model.arch", "model.attention")
 
 
 def check_resume_config(new: dict, run_config: Path) -> None:

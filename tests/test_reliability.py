@@ -142,6 +142,14 @@ def test_refused_resume_changes_nothing(run, data_dir, capsys, override, key):
     assert snapshot(run) == before
 
 
+def test_resume_may_change_the_attention_kernel(run, data_dir, capsys):
+    """model.attention picks a kernel for the same function: a run may resume under another one."""
+    code = main(pretrain_args(data_dir, run, "model.attention=math", "train.max_steps=14"))
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["resumed_from"].endswith(NEWEST) and summary["steps"] == 14
+
+
 def test_a_second_process_on_the_same_run_is_refused(run, data_dir, capsys):
     args = pretrain_args(data_dir, run, "train.max_steps=100000", "train.save_every=100000",
                          "train.eval_every=100000", "train.resume=never")
