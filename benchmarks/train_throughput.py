@@ -334,6 +334,7 @@ def median_rows(rounds: list[list[dict]]) -> list[dict]:
             row[key] = statistics.median(r[key] for r in same)
         if len(rounds) > 1:
             row["rounds_train_tok_s"] = [r["train_tok_s"] for r in same]
+            row["rounds_infer_tok_s"] = [r["infer_tok_s"] for r in same]
         out.append(row)
     return out
 

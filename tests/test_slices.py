@@ -61,6 +61,10 @@ def test_slice_rows_give_each_runs_accuracy_on_each_slice():
     assert rows["over 30 words"]["accuracy"]["b"] == [100]
     table = slices.slices_markdown(slices.slice_rows(example_slices, groups), groups)
     assert "| negation | 2 | 75.0 ± 35.4 | 50.0 | -25.0 |" in table
+    three = {**groups, "c": [[True, True, True]]}
+    table = slices.slices_markdown(slices.slice_rows(example_slices, three), three)
+    assert table.startswith("| slice | dev examples | a (2 runs) | b (1 runs) | c (1 runs) | b − a | c − a |")
+    assert "| negation | 2 | 75.0 ± 35.4 | 50.0 | 100.0 | -25.0 | +25.0 |" in table
 
 
 def test_always_right_and_always_wrong():

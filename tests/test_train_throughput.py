@@ -98,6 +98,7 @@ def test_rounds_take_each_figure_s_median_and_compiled_variants_get_a_break_even
     rows = tt.median_rows(rounds)
     assert [r["train_tok_s"] for r in rows] == [200.0, 300.0]
     assert rows[0]["rounds_train_tok_s"] == [100.0, 300.0, 200.0]
+    assert rows[0]["rounds_infer_tok_s"] == [200.0, 600.0, 400.0]
     tt.add_ratios(rows)
     compiled = rows[1]
     assert compiled["compile_s"] == 31.0 and compiled["train_vs_eager"] == pytest.approx(1.5)

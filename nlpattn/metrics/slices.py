@@ -102,17 +102,16 @@ def _mean_std(values: list[float]) -> str:
 
 
 def slices_markdown(rows: list[dict], groups: Mapping[str, Sequence]) -> str:
-    """The slice table: size, each group's mean ± std accuracy over its runs, the difference."""
-    names = list(groups)
-    header = ["slice", "dev examples", *(f"{g} ({len(groups[g])} runs)" for g in names)]
-    if len(names) == 2:
-        header.append(f"{names[1]} − {names[0]}")
+    """The slice table: size, each group's mean ± std accuracy over its runs, and each later
+    group's difference from the first."""
+    first, *later = list(groups)
+    header = ["slice", "dev examples", *(f"{g} ({len(groups[g])} runs)" for g in groups),
+              *(f"{g} − {first}" for g in later)]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for row in rows:
-        cells = [row["slice"], str(row["n"]), *(_mean_std(row["accuracy"][g]) for g in names)]
-        if len(names) == 2:
-            a, b = (statistics.mean(row["accuracy"][g]) for g in names)
-            cells.append(f"{b - a:+.1f}")
+        mean = {g: statistics.mean(row["accuracy"][g]) for g in groups}
+        cells = [row["slice"], str(row["n"]), *(_mean_std(row["accuracy"][g]) for g in groups),
+                 *(f"{mean[g] - mean[first]:+.1f}" for g in later)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

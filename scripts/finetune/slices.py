@@ -1,6 +1,7 @@
 """What fine-tuned classifiers get right and wrong: dev accuracy per slice (length, negation,
 contrast, words unseen in the training split) for groups of runs, plus the dev examples that
-one group always gets right and the other always gets wrong. Prints markdown.
+the first group always gets wrong and the last always gets right, and the other way round.
+Prints markdown.
 
     python scripts/finetune/slices.py --task sst2 \
         --group "scratch=runs/mlm-corpus-curve/runs/scratch-sst2-seed*" \
@@ -44,8 +45,8 @@ def report(a: argparse.Namespace) -> str:
     rows = slices.slice_rows([slices.slices_of(slices.words(t), train_vocab) for t in texts], groups)
     out = [f"{task.name} dev, accuracy (%) per slice, mean ± std over each group's runs\n",
            slices.slices_markdown(rows, groups)]
-    if len(groups) == 2:
-        (name_a, runs_a), (name_b, runs_b) = groups.items()
+    if len(groups) >= 2:  # the examples that set the first and the last group apart
+        (name_a, runs_a), (name_b, runs_b) = list(groups.items())[0], list(groups.items())[-1]
         labels = [task.label_names[int(ex.label)] for ex in dev]
         for winner, w_runs, loser, l_runs in ((name_b, runs_b, name_a, runs_a), (name_a, runs_a, name_b, runs_b)):
             picked = slices.always(w_runs, True) & slices.always(l_runs, False)
