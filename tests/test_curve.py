@@ -34,6 +34,17 @@ def test_points_count_the_setup_time(tmp_path):
     assert points[-1].path == run and points[0].path.name == "step-0000025"
 
 
+def test_points_of_a_resumed_run_count_the_setup_of_the_sessions_before_each_save(tmp_path):
+    run = fake_run(tmp_path / "run", saves=())
+    summary = json.loads((run / "summary.json").read_text())  # two sessions: 60 s and 120 s of set-up
+    (run / "summary.json").write_text(json.dumps({**summary, "setup_total_s": 180.0}))
+    for step, wall, setup in ((25, 840.0, 60.0), (50, 1620.0, 180.0)):
+        ckpt = run / "checkpoints" / f"step-{step:07d}"
+        ckpt.mkdir(parents=True)
+        (ckpt / "trainer_state.json").write_text(json.dumps({"step": step, "wall_s": wall, "setup_s": setup}))
+    assert [(p.minutes, p.step) for p in run_points(run)] == [(15.0, 25), (30.0, 50), (62.0, 100)]
+
+
 def test_pick_takes_the_last_model_saved_in_time(tmp_path):
     points = [Point(15.0, Path("a"), 25), Point(30.0, Path("b"), 50), Point(60.3, Path("run"), 100)]
     assert pick(points, 15).step == 25

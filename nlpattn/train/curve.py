@@ -43,11 +43,12 @@ def _read_json(path: Path) -> dict:
 def run_points(run: Path) -> list[Point]:
     """Every checkpoint of `run` and its final model, with minutes since the run started."""
     summary = _read_json(run / "summary.json")
-    setup = sum((summary.get("setup_s") or {}).values())
+    # set-up of every session so far; runs written before resumes added it up: this session's only
+    setup = summary.get("setup_total_s", sum((summary.get("setup_s") or {}).values()))
     points = []
     for ckpt in sorted((run / "checkpoints").glob("step-*")):
         state = _read_json(ckpt / "trainer_state.json")
-        points.append(Point((setup + state["wall_s"]) / 60, ckpt, int(state["step"])))
+        points.append(Point((state.get("setup_s", setup) + state["wall_s"]) / 60, ckpt, int(state["step"])))
     points.append(Point((setup + summary["wall_s"]) / 60, run, int(summary["steps"])))
     return sorted(points, key=lambda p: p.minutes)
 

@@ -56,6 +56,7 @@ class TrainerState:
     tokens: int = 0  # input tokens seen, all processes
     flops: float = 0.0  # training FLOPs done (analytic), all processes; 0 if not known
     wall_s: float = 0.0  # fit() wall time of earlier sessions (resumes add up)
+    setup_s: float = 0.0  # set-up before fit() (tokenizer, token cache) of this and earlier sessions
     train_s: float = 0.0  # time in training steps only (no eval / checkpoint)
     nan_skipped: int = 0
     last_eval: dict = field(default_factory=dict)
@@ -68,7 +69,7 @@ class Trainer:
                  run_dir: str | os.PathLike, *, eval_fn: EvalFn | None = None,
                  final_eval_fn: EvalFn | None = None, accelerator=None,
                  tokens_fn: Callable[[dict], int] = count_tokens, summary_extra: dict | None = None,
-                 flops_fn: Callable[[dict], int] | None = None) -> None:
+                 flops_fn: Callable[[dict], int] | None = None, setup_s: float = 0.0) -> None:
         from nlpattn.train.mfu import model_flops_fn
 
         self.cfg, self.run_dir = cfg, Path(run_dir)
@@ -79,6 +80,7 @@ class Trainer:
         self.peak: tuple[float, str] | None = None  # (peak FLOP/s of one process, its source): main process
         self.eval_fn, self.final_eval_fn = eval_fn, final_eval_fn or eval_fn
         self.summary_extra = dict(summary_extra or {})
+        self.setup_s = setup_s  # this session's set-up wall time, added to the run's on fit()
         self.state = TrainerState()
         self.resumed_from: Path | None = None
         self.n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
@@ -100,6 +102,7 @@ class Trainer:
         self._t0 = time.perf_counter()
         self._prepare_run_dir()
         self._resume()
+        self.state.setup_s += self.setup_s
         if on_start is not None and acc.is_main_process:
             on_start()
         if acc.is_main_process:
@@ -462,6 +465,7 @@ class Trainer:
         st, wall = self.state, self._elapsed()
         ev = st.last_eval
         summary = {"steps": st.step, "tokens": st.tokens, "wall_s": round(wall, 3),
+                   "setup_total_s": round(st.setup_s, 3),
                    "train_s": round(st.train_s, 3),
                    "tokens_per_s": st.tokens / st.train_s if st.train_s > 0 else None,
                    "final_val_loss": ev.get("loss"), "final_ppl": ev.get("ppl"),

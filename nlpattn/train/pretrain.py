@@ -216,7 +216,8 @@ def _pretrain(cfg: Config, acc) -> dict:
     trainer = Trainer(model, cfg.train, batches, cfg.output_dir, eval_fn=eval_fn, final_eval_fn=final_fn,
                       accelerator=acc, summary_extra={"objective": cfg.objective, "run_dir": cfg.output_dir,
                                                       "train_tokens_available": len(train_cache),
-                                                      "setup_s": setup_s})
+                                                      "setup_s": setup_s},
+                      setup_s=sum(setup_s.values()))
     config_yaml = Path(cfg.output_dir) / "config.yaml"
     return trainer.fit(on_start=lambda: atomic_write_text(config_yaml, to_yaml(cfg)))
 
