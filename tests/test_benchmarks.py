@@ -117,3 +117,10 @@ def test_lm_head_loss_times_the_plain_and_the_fused_head(capsys):
     assert load("lm_head_loss").main(tiny) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].startswith("fp32: plain") and "16 rows" in lines[1] and lines[2].startswith("bf16:")
+
+
+def test_activation_times_each_gelu_in_both_dtypes(capsys):
+    assert load("activation").main(["--rows", "8", "--width", "16", "--steps", "1", "--warmup", "0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("float32: gelu (exact)") and lines[2].startswith("bfloat16:")
+    assert "gelu tanh via float32" in lines[2]
