@@ -87,6 +87,7 @@ def glue_and_runs(tmp_path):
         write_predictions(tmp_path / f"scratch-{seed}" / "predictions" / "sst2-dev.tsv",
                           list(zip(preds, ("1", "0", "0"))))
     write_predictions(tmp_path / "pre-0" / "predictions" / "sst2-dev.tsv", [("1", "1"), ("0", "0"), ("1", "0")])
+    (tmp_path / "pre-0.log").write_text("a log beside the run: not a run\n")
     return tmp_path
 
 

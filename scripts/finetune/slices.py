@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import os
 import sys
 
 from nlpattn.data.glue import get_task, read_glue_split
@@ -19,11 +20,11 @@ from nlpattn.metrics import slices
 
 
 def parse_group(spec: str) -> tuple[str, list[str]]:
-    """'NAME=GLOB' → (NAME, the run directories GLOB matches)."""
+    """'NAME=GLOB' → (NAME, the directories GLOB matches: its runs)."""
     name, sep, pattern = spec.partition("=")
     if not sep or not name or not pattern:
         raise ConfigError(f"--group: expected NAME=GLOB, got '{spec}'")
-    runs = sorted(glob.glob(pattern))
+    runs = sorted(path for path in glob.glob(pattern) if os.path.isdir(path))
     if not runs:
         raise ConfigError(f"--group {name}: no run directory matches '{pattern}'")
     return name, runs
