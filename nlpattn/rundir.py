@@ -137,7 +137,7 @@ RESUME_KEYS = ("objective", "task", "init", "model", "tokenizer", "data.train_fi
                "train.batch_size", "train.grad_accum", "train.seed", "train.group_by_length")
 # Filled in from the tokenizer or the objective after the config is read: not the user's choice;
 # or a kernel choice that computes the same function (a run may resume under another one).
-_DERIVED = ("model.vocab_size", "model.pad_token_id", "model.arch", "model.attention")
+_NOT_COMPARED = ("model.vocab_size", "model.pad_token_id", "model.arch", "model.attention")
 
 
 def check_resume_config(new: dict, run_config: Path) -> None:
@@ -169,7 +169,7 @@ def _get(d: dict, dotted: str):
 
 def _differences(key: str, before, now):
     """(key, before, now) for each leaf that differs; a key absent from the old config is skipped."""
-    if before is _MISSING or now is _MISSING or key in _DERIVED:
+    if before is _MISSING or now is _MISSING or key in _NOT_COMPARED:
         return
     if isinstance(before, dict) and isinstance(now, dict):
         for sub in now:
