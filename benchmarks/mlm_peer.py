@@ -12,19 +12,27 @@ the same fixed masked validation batches (15 % masking, seeded): masked-token lo
 The peer is saved as a transformers directory, so `nlpattn finetune init=OUT/peer` fine-tunes it
 exactly as it fine-tunes ours (`init=OUT/ours`).
 
+`--ours RUN` takes an existing `nlpattn pretrain` run as ours instead of training it again: the
+peer trains for that run's wall-clock (summary.json's wall_s) with that run's config, tokenizer and
+token cache. The two then did not share the machine's state (a shared host's speed drifts), which
+the report says.
+
     python benchmarks/mlm_peer.py [--config configs/pretrain/mlm-corpus.yaml] [--out runs/bench-mlm-peer]
                                   [--eval-batches 20] [k=v ...]
+    python benchmarks/mlm_peer.py --ours runs/mlm-corpus --out runs/bench-mlm-peer-60
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
 import torch
 import transformers
+from tqdm import tqdm
 
 from nlpattn.config import load_config
 from nlpattn.data.blocks import RandomBlocks, SequentialBlocks
@@ -80,10 +88,11 @@ def masked_scores(model: torch.nn.Module, batches: list[dict], ours: bool) -> di
     return {"loss": loss_sum / total, "accuracy": correct / total, "tokens": total}
 
 
-def train_peer(cfg, summary: dict, tok, train_cache, out: Path) -> tuple[transformers.BertForMaskedLM, dict]:
+def train_peer(cfg, summary: dict, ours_dir: Path, tok, train_cache,
+               out: Path) -> tuple[transformers.BertForMaskedLM, dict]:
     """Train the peer on ours' windows for ours' wall-clock; returns the model and its stats."""
     t, d = cfg.train, cfg.data
-    hf_tok = transformers.PreTrainedTokenizerFast.from_pretrained(cfg.output_dir)
+    hf_tok = transformers.PreTrainedTokenizerFast.from_pretrained(ours_dir)
     collate = transformers.DataCollatorForLanguageModeling(hf_tok, mlm_probability=0.15)
     torch.manual_seed(t.seed)
     model = peer_model(cfg, tok.vocab_size).train()
@@ -94,6 +103,7 @@ def train_peer(cfg, summary: dict, tok, train_cache, out: Path) -> tuple[transfo
     blocks = RandomBlocks(train_cache, d.block_size, seed=t.seed)
     bf16 = summary.get("precision") == "bf16"
     budget, start, step, sample = summary["wall_s"], time.perf_counter(), 0, 0
+    bar = tqdm(total=round(budget), unit="s", desc="peer", disable=not t.progress)
     while step < t.max_steps and time.perf_counter() - start < budget:
         for _ in range(t.grad_accum):
             batch = collate([{"input_ids": blocks[sample + i].tolist()} for i in range(t.batch_size)])
@@ -106,8 +116,14 @@ def train_peer(cfg, summary: dict, tok, train_cache, out: Path) -> tuple[transfo
         sched.step()
         opt.zero_grad(set_to_none=True)
         step += 1
-    model.save_pretrained(out / "peer")
-    hf_tok.save_pretrained(out / "peer")
+        if step % 20 == 0:
+            bar.update(round(time.perf_counter() - start) - bar.n)
+            bar.set_postfix(step=step, loss=f"{loss.item() * t.grad_accum:.3f}", refresh=False)
+    bar.close()
+    partial = out / "peer.partial"  # renamed when complete: never a half-written model at out/peer
+    model.save_pretrained(partial)
+    hf_tok.save_pretrained(partial)
+    partial.rename(out / "peer")
     return model, {"steps": step, "wall_s": round(time.perf_counter() - start, 1), "precision": "bf16" if bf16 else "fp32"}
 
 
@@ -122,31 +138,54 @@ def markdown(result: dict) -> str:
                       f"({EVAL_MASK_RATE:.0%} masking, seed {EVAL_SEED}).", ""])
 
 
-def main() -> int:
-    """Pretrain ours, then the peer for the same wall-clock; score both; write JSON and markdown."""
+def usage_error(message: str) -> None:
+    """Print one line naming what is wrong and exit with status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def ours_run(args) -> tuple[Path, dict]:
+    """Ours' run directory and summary: `--ours RUN` as it is, or a fresh `nlpattn pretrain` run."""
+    from nlpattn.train.pretrain import run_pretrain
+
+    if args.ours is None:
+        out = Path(args.out) / "ours"
+        return out, run_pretrain(load_config(args.config, [*args.overrides, f"output_dir={out}"]))
+    if args.overrides:
+        usage_error(f"--ours {args.ours}: key=value overrides apply only when ours is trained here")
+    summary = args.ours / "summary.json"
+    if not summary.is_file():
+        usage_error(f"{summary}: no such file; --ours takes a finished `nlpattn pretrain` run")
+    return args.ours, json.loads(summary.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Pretrain ours (or take --ours), then the peer for the same wall-clock; score both; write JSON and markdown."""
     from nlpattn.data.corpus import build_corpus
     from nlpattn.models import load_model
     from nlpattn.tokenizer import load_tokenizer
-    from nlpattn.train.pretrain import run_pretrain
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="configs/pretrain/mlm-corpus.yaml")
     p.add_argument("--out", default="runs/bench-mlm-peer")
     p.add_argument("--eval-batches", type=int, default=20)
+    p.add_argument("--ours", type=Path, help="an existing pretraining run to use as ours (not trained again)")
     p.add_argument("overrides", nargs="*", help="key=value overrides for both sides")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     out = Path(args.out)
-    cfg = load_config(args.config, [*args.overrides, f"output_dir={out / 'ours'}"])
-    summary = run_pretrain(cfg)
-    cfg = load_config(out / "ours" / "config.yaml")
-    tok = load_tokenizer(out / "ours")
+    if (out / "peer").exists():
+        usage_error(f"{out / 'peer'} exists; choose another --out")
+    ours_dir, summary = ours_run(args)
+    cfg = load_config(ours_dir / "config.yaml")
+    tok = load_tokenizer(ours_dir)
     train_cache, valid_cache = build_corpus(cfg, tok)  # the cache ours built, reused
-    peer, peer_stats = train_peer(cfg, summary, tok, train_cache, out)
+    peer, peer_stats = train_peer(cfg, summary, ours_dir, tok, train_cache, out)
     batches = fixed_eval_batches(valid_cache, cfg.data.block_size, tok, cfg.train.eval_batch_size or 32,
                                  args.eval_batches)
-    ours = load_model(out / "ours")
-    result = {"command": "python benchmarks/mlm_peer.py " + " ".join(
-                  [f"--config {args.config}", *args.overrides]),
+    ours = load_model(ours_dir)
+    source = [f"--ours {args.ours}"] if args.ours else [f"--config {args.config}", *args.overrides]
+    result = {"command": "python benchmarks/mlm_peer.py " + " ".join([*source, f"--out {args.out}"]),
+              "ours_run": str(ours_dir),
               "ours": {"steps": summary["steps"], "wall_s": summary["wall_s"], "precision": summary.get("precision"),
                        "eval": masked_scores(ours, batches, ours=True)},
               "peer": {**peer_stats, "eval": masked_scores(peer, batches, ours=False)}}

@@ -73,6 +73,37 @@ def test_mlm_peer_scores_both_models_alike_on_the_same_masked_batches(tmp_path):
     assert abs(mine["loss"] - theirs["loss"]) < 1e-4 and mine["accuracy"] == theirs["accuracy"]
 
 
+def test_mlm_peer_takes_an_existing_run_as_ours(tmp_path, capsys):
+    """`--ours RUN`: the peer trains for that run's wall-clock on its tokenizer and cache; both are
+    scored on the same tokens; the peer is saved whole; bad --ours input is one line, exit 2."""
+    import json
+
+    from nlpattn.config import load_config
+    from nlpattn.train.pretrain import run_pretrain
+    from test_train_utils import tiny_overrides
+
+    run = tmp_path / "run"
+    run_pretrain(load_config(None, tiny_overrides(tmp_path / "data", run, objective="mlm", max_steps=4)))
+    peer = load("mlm_peer")
+    out = tmp_path / "bench"
+    assert peer.main(["--ours", str(run), "--out", str(out), "--eval-batches", "2"]) == 0
+    result = json.loads((out / "mlm_peer.json").read_text())
+    wall = json.loads((run / "summary.json").read_text())["wall_s"]
+    assert result["ours_run"] == str(run) and result["ours"]["steps"] == 4
+    assert result["peer"]["steps"] >= 1 and result["peer"]["wall_s"] >= wall - 0.1
+    assert result["ours"]["eval"]["tokens"] == result["peer"]["eval"]["tokens"] == result["eval_tokens"] > 0
+    assert (out / "peer" / "model.safetensors").is_file() and not (out / "peer.partial").exists()
+    assert f"--ours {run}" in (out / "mlm_peer.md").read_text()
+    capsys.readouterr()
+    for argv, message in ((["--ours", str(run), "--out", str(out)], "peer exists"),
+                          (["--ours", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b2")], "summary.json: no such file"),
+                          (["--ours", str(run), "--out", str(tmp_path / "b3"), "train.lr=1"], "overrides apply only")):
+        with pytest.raises(SystemExit) as exit_info:
+            peer.main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and err.count("\n") == 1, err
+
+
 def test_corpus_cache_times_every_source_of_a_corpus(tmp_path, capsys):
     """benchmarks/corpus_cache.py on a two-source miniature corpus: tokens per source add up."""
     import gzip
