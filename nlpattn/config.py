@@ -20,7 +20,7 @@ from nlpattn.errors import ConfigError
 
 BODIES = ("transformer", "lstm", "gru", "cnn")
 ARCHS = ("encoder", "decoder", "encoder-decoder")
-OBJECTIVES = ("mlm", "clm", "seq2seq")
+OBJECTIVES = ("mlm", "clm", "seq2seq", "electra")
 POOLINGS = ("cls", "mean", "last")
 TOKENIZER_KINDS = ("bpe", "wordpiece", "unigram", "sentencepiece-unigram", "sentencepiece-bpe", "char")
 
@@ -65,6 +65,9 @@ class ModelConfig:
     se: bool = False  # squeeze-and-excitation channel attention
     spatial: bool = False  # CBAM-style spatial gate over positions (after SE when both are on)
     spatial_kernel: int = 7  # taps of the spatial gate's convolution over positions (odd)
+    # replaced-token detection (objective electra): the generator is a shallower body of the same width
+    generator_layers: int = 1  # layers of the MLM generator that fills the masked positions
+    detection_weight: float = 50.0  # loss = generator MLM loss + detection_weight · detection loss
 
     @property
     def head_dim(self) -> int:
@@ -220,7 +223,7 @@ class Config:
     """The root config: one schema for every command; each reads the sections it needs."""
 
     output_dir: str = "runs/default"
-    objective: str = "mlm"  # mlm | clm | seq2seq
+    objective: str = "mlm"  # mlm | clm | seq2seq | electra (replaced-token detection)
     task: str | None = None  # fine-tuning: a GLUE task name
     init: str | None = None  # fine-tuning: run dir, transformers dir, or None (scratch)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -431,11 +434,13 @@ def validate_model(m: ModelConfig, source: str) -> None:
     if m.pooling is not None:
         _choice(m.pooling, POOLINGS, "model.pooling", source)
     for key in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_len", "kernel_size",
-                "dilation"):
+                "dilation", "generator_layers"):
         if getattr(m, key) < 1:
             raise ConfigError(f"{source}: key 'model.{key}' must be >= 1, got {getattr(m, key)}")
     if not 0.0 <= m.dropout < 1.0:
         raise ConfigError(f"{source}: key 'model.dropout' must be in [0, 1), got {m.dropout}")
+    if not 0.0 < m.detection_weight < float("inf"):
+        raise ConfigError(f"{source}: key 'model.detection_weight' must be a positive number, got {m.detection_weight}")
     if m.body == "transformer" and m.d_model % m.n_heads != 0:
         raise ConfigError(f"{source}: key 'model.d_model' ({m.d_model}) must be divisible by "
                           f"'model.n_heads' ({m.n_heads})")
@@ -474,7 +479,7 @@ def validate_weights(d: DataConfig, source: str) -> None:
         raise ConfigError(f"{source}: key 'data.train_weights' are all zero")
 
 
-OBJECTIVE_ARCH = {"mlm": "encoder", "clm": "decoder", "seq2seq": "encoder-decoder"}
+OBJECTIVE_ARCH = {"mlm": "encoder", "clm": "decoder", "seq2seq": "encoder-decoder", "electra": "encoder"}
 
 
 def validate(cfg: Config, source: str) -> None:

@@ -1,4 +1,5 @@
-"""Output heads shared by every body: masked-LM, causal-LM, classification and regression."""
+"""Output heads shared by every body: masked-LM, causal-LM, replaced-token detection,
+classification and regression."""
 from __future__ import annotations
 
 import torch
@@ -108,6 +109,20 @@ class LMHead(nn.Module):
         logits = self.decoder(hidden)
         loss = chunked_cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
         return logits, loss
+
+
+class DetectionHead(nn.Module):
+    """ELECTRA's discriminator head: dense + activation, then one logit per position (replaced?)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.dense = nn.Linear(cfg.d_model, cfg.d_model)
+        self.act = activation_fn(cfg.activation)
+        self.out = nn.Linear(cfg.d_model, 1)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden (B, T, d) → logits (B, T): > 0 means "this token was replaced"."""
+        return self.out(self.act(self.dense(hidden))).squeeze(-1)
 
 
 class ClassifierHead(nn.Module):

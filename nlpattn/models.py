@@ -1,6 +1,7 @@
 """Models = Embeddings → Body (→ decoder Body) → Head, plus saving and loading them.
 
-`build_model(cfg, task)` returns one of MaskedLM, CausalLM, Seq2SeqLM, SequenceClassifier.
+`build_model(cfg, task)` returns one of MaskedLM, CausalLM, Seq2SeqLM, ReplacedTokenDetection,
+SequenceClassifier.
 Every model is called HF-style: `model(input_ids, attention_mask=..., labels=...)` → ModelOutput.
 """
 from __future__ import annotations
@@ -12,16 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nlpattn.attention import KVCache
 from nlpattn.bodies import build_body
 from nlpattn.config import ModelConfig, model_config_from_dict, to_dict
 from nlpattn.errors import CheckpointError, ConfigError
-from nlpattn.heads import ClassifierHead, LMHead, MaskedLMHead
+from nlpattn.heads import IGNORE_INDEX, ClassifierHead, DetectionHead, LMHead, MaskedLMHead
 from nlpattn.layers import Embeddings
 
-TASKS = ("mlm", "clm", "seq2seq", "classification", "regression")
+TASKS = ("mlm", "clm", "seq2seq", "electra", "classification", "regression")
 
 
 @dataclass
@@ -36,6 +38,7 @@ class ModelOutput:
     encoder_attentions: list[torch.Tensor] = field(default_factory=list)
     cache: KVCache | None = None
     gates: list = field(default_factory=list)  # LayerGates per layer (bodies with returns_gates)
+    parts: dict = field(default_factory=dict)  # a model's named sub-results (ReplacedTokenDetection's losses)
 
 
 def check_inputs(cfg: ModelConfig, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -126,6 +129,69 @@ class CausalLM(_Model):
         logits, loss = self.head(body.hidden, labels)
         return ModelOutput(loss=loss, logits=logits, hidden=body.hidden, attentions=body.attentions,
                            cache=cache, gates=body.gates)
+
+
+@torch.no_grad()
+def sample_tokens(logits: torch.Tensor) -> torch.Tensor:
+    """One token per row of logits (N, V), drawn from softmax(logits): data for the discriminator,
+    so no gradient flows back through the sample."""
+    if logits.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long, device=logits.device)
+    return torch.multinomial(torch.softmax(logits.float(), dim=-1), 1).squeeze(1)
+
+
+def replace_masked(input_ids: torch.Tensor, labels: torch.Tensor,
+                   sampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The discriminator's input and targets: the original text (B, T) with its masked positions
+    (labels != IGNORE_INDEX, row-major) set to `sampled` (N,), and which positions now differ
+    from the original (B, T) — a sample equal to the original token counts as original."""
+    masked = labels != IGNORE_INDEX
+    original = torch.where(masked, labels, input_ids)
+    corrupted = original.masked_scatter(masked, sampled.to(original.dtype))
+    return corrupted, corrupted != original
+
+
+class ReplacedTokenDetection(_Model):
+    """ELECTRA (Clark et al. 2020). A small MLM generator (`generator_layers` layers of the same
+    width, sharing the embeddings) predicts the masked tokens; each masked position is filled with
+    a token sampled from its prediction; the discriminator — this model's embeddings and body —
+    tells at every position whether the token is the original. It learns from all positions, not
+    only the masked ones. Fine-tuning (`init=`) keeps the discriminator's embeddings and body."""
+
+    task = "electra"
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg, causal=False)
+        self.generator = build_body(replace_config(cfg, n_layers=cfg.generator_layers), causal=False)
+        self.generator_head = MaskedLMHead(cfg, self.embeddings.token)
+        self.detector = DetectionHead(cfg)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
+                output_attentions: bool = False) -> ModelOutput:
+        """Without labels: detection logits (B, T) for `input_ids` as given. With labels (an MLM
+        batch): loss = generator MLM loss + detection_weight · detection loss over real tokens;
+        logits (B, T) are the detector's on the corrupted text; `parts` holds mlm_loss,
+        detection_loss, generator_logits (N_masked, V), corrupted (B, T) and replaced (B, T)."""
+        if labels is None:
+            body = self.encode(input_ids, attention_mask, token_type_ids, output_attentions)
+            return ModelOutput(logits=self.detector(body.hidden), hidden=body.hidden,
+                               attentions=body.attentions, gates=body.gates)
+        check_inputs(self.cfg, input_ids, attention_mask)
+        gen = self.generator(self.embeddings(input_ids, token_type_ids), _padding_mask(attention_mask))
+        gen_logits, mlm_loss = self.generator_head(gen.hidden, labels)  # (N_masked, V)
+        sampled = sample_tokens(gen_logits)  # (N_masked,)
+        corrupted, replaced = replace_masked(input_ids, labels, sampled)
+        body = self.encode(corrupted, attention_mask, token_type_ids, output_attentions)
+        logits = self.detector(body.hidden)  # (B, T)
+        real = torch.ones_like(replaced) if attention_mask is None else attention_mask.bool()
+        detection_loss = F.binary_cross_entropy_with_logits(logits[real].float(), replaced[real].float())
+        loss = mlm_loss + self.cfg.detection_weight * detection_loss
+        return ModelOutput(loss=loss, logits=logits, hidden=body.hidden, attentions=body.attentions,
+                           gates=body.gates, parts={"mlm_loss": mlm_loss.detach(),
+                                                    "detection_loss": detection_loss.detach(),
+                                                    "generator_logits": gen_logits.detach(),
+                                                    "corrupted": corrupted, "replaced": replaced})
 
 
 class SequenceClassifier(_Model):
@@ -224,6 +290,8 @@ def _construct(cfg: ModelConfig, task: str, num_labels: int | None) -> nn.Module
         return MaskedLM(cfg)
     if task == "clm":
         return CausalLM(cfg)
+    if task == "electra":
+        return ReplacedTokenDetection(cfg)
     if task == "seq2seq":
         if cfg.arch != "encoder-decoder":
             raise ConfigError(f"model.arch: task seq2seq needs arch encoder-decoder, got '{cfg.arch}'")

@@ -34,7 +34,7 @@ def make_batch(task: str, padded: bool) -> dict:
     batch = {"input_ids": ids}
     if padded:
         batch["attention_mask"] = (torch.arange(T)[None] < torch.tensor([[12], [7], [3]])).long()
-    if task == "mlm":
+    if task in ("mlm", "electra"):
         labels = torch.full((B, T), -100)
         labels[0, 3], labels[1, 5], labels[1, 1], labels[2, 0] = 5, 2, 9, 7  # 4 masked of 36
         batch["labels"] = labels
@@ -53,6 +53,8 @@ CASES += [("cnn", task, gates) for task in ("mlm", "clm") for gates in
 CASES += [("transformer", "seq2seq", {"n_decoder_layers": 3}), ("transformer", "regression", {"pooler": False}),
           ("transformer", "mlm", {"mlm_transform": False}), ("lstm", "classification", {"arch": "decoder"}),
           ("gru", "clm", {"tie_embeddings": False}), ("cnn", "classification", {"bidirectional": False, "se": True})]
+CASES += [(body, "electra", {}) for body in ("transformer", "lstm", "gru", "cnn")]
+CASES += [("transformer", "electra", {"generator_layers": 2, "mlm_transform": False})]
 
 
 @pytest.mark.parametrize("padded", [False, True])

@@ -13,6 +13,7 @@ spatial gate adds a 2-channel → 1 convolution of `spatial_kernel` taps per pos
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -226,7 +227,8 @@ def rnn_layer_flops(cfg, positions: int, causal: bool) -> int:
     return directions * 2 * positions * g * h * (d + h)
 
 
-def rnn_backward_saving(cfg, batch: int, causal: bool, reverse_rows: int | None = None) -> int:
+def rnn_backward_saving(cfg, batch: int, causal: bool, reverse_rows: int | None = None,
+                        task: str | None = None) -> int:
     """FLOPs the backward skips in a recurrent body: a hidden product that reads only the zero
     initial state needs no gradient (per layer, direction and row: 2·G·h·h). In a packed batch the
     backward direction starts only the `reverse_rows` longest rows so; the others join later."""
@@ -235,7 +237,12 @@ def rnn_backward_saving(cfg, batch: int, causal: bool, reverse_rows: int | None 
     bidirectional = _bidirectional(cfg, causal)
     h = cfg.d_model // (2 if bidirectional else 1)
     rows = batch + ((batch if reverse_rows is None else reverse_rows) if bidirectional else 0)
-    return cfg.n_layers * rows * 2 * RNN_GATES[cfg.body] * h * h
+    return _recurrent_layers(cfg, task) * rows * 2 * RNN_GATES[cfg.body] * h * h
+
+
+def _recurrent_layers(cfg, task: str | None) -> int:
+    """Layers that run in training: ELECTRA's generator adds its own to the body's."""
+    return cfg.n_layers + (cfg.generator_layers if task == "electra" else 0)
 
 
 def conv_layer_flops(cfg, n: int, causal: bool) -> int:
@@ -269,6 +276,8 @@ def head_forward_flops(cfg, task: str, rows: int, num_labels: int = 2) -> int:
         return rows * (2 * d * d * bool(cfg.mlm_transform) + 2 * d * v)
     if task in ("clm", "seq2seq"):
         return rows * 2 * d * v
+    if task == "electra":  # the detection head: dense d → d, then d → 1
+        return rows * (2 * d * d + 2 * d)
     if task in ("classification", "regression"):
         return rows * (2 * d * d * bool(cfg.pooler) + 2 * d * (1 if task == "regression" else num_labels))
     raise ValueError(f"unknown task '{task}'")
@@ -284,6 +293,11 @@ def model_forward_flops(cfg, task: str, batch: int, n: int, *, head_rows: int | 
         dec = body_forward_flops(cfg, batch, decoder_len, causal=True, memory_len=n, decoder=True)
         return enc + dec + head_forward_flops(cfg, task, batch * decoder_len)
     body = body_forward_flops(cfg, batch, n, causal=_task_causal(cfg, task), rnn_positions=rnn_positions)
+    if task == "electra":  # + the generator (a shallower body and the MLM head on the masked rows)
+        generator = dataclasses.replace(cfg, n_layers=cfg.generator_layers)
+        return (body + head_forward_flops(cfg, task, batch * n)
+                + body_forward_flops(generator, batch, n, causal=False, rnn_positions=rnn_positions)
+                + head_forward_flops(cfg, "mlm", batch * n if head_rows is None else head_rows))
     if task in ("classification", "regression"):
         return body + head_forward_flops(cfg, task, batch, num_labels)
     return body + head_forward_flops(cfg, task, batch * n if head_rows is None else head_rows)
@@ -301,7 +315,7 @@ def batch_training_flops(cfg, task: str, batch: dict, num_labels: int = 2) -> in
     b, n = ids.shape
     labels, mask = batch.get("labels"), batch.get("attention_mask")
     head_rows = None
-    if task == "mlm" and labels is not None:
+    if task in ("mlm", "electra") and labels is not None:
         from nlpattn.heads import mlm_head_rows
 
         head_rows = mlm_head_rows(int((labels != -100).sum()))  # as it runs: padded to a row bucket
@@ -313,4 +327,4 @@ def batch_training_flops(cfg, task: str, batch: dict, num_labels: int = 2) -> in
             rnn_positions, reverse_rows = int(lengths.sum()), int((lengths == lengths.max()).sum())
     forward = model_forward_flops(cfg, task, b, n, head_rows=head_rows, rnn_positions=rnn_positions,
                                   decoder_len=dec.shape[1] if dec is not None else 0, num_labels=num_labels)
-    return 3 * forward - rnn_backward_saving(cfg, b, _task_causal(cfg, task), reverse_rows)
+    return 3 * forward - rnn_backward_saving(cfg, b, _task_causal(cfg, task), reverse_rows, task)

@@ -2,7 +2,7 @@
 
 `from_transformers(hf_model)` converts BertForMaskedLM / BertForSequenceClassification /
 GPT2LMHeadModel into our models; `to_transformers(model)` goes the other way where the
-architecture matches; `from_torch_transformer(nn.Transformer)` fills a Seq2SeqLM's bodies.
+architecture matches (ReplacedTokenDetection → ElectraForPreTraining, the discriminator); `from_torch_transformer(nn.Transformer)` fills a Seq2SeqLM's bodies.
 transformers is imported only inside these functions.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torch import nn
 
 from nlpattn.config import ModelConfig
 from nlpattn.errors import CheckpointError, ConfigError, OutputError
-from nlpattn.models import CausalLM, MaskedLM, Seq2SeqLM, SequenceClassifier, build_model
+from nlpattn.models import CausalLM, MaskedLM, ReplacedTokenDetection, Seq2SeqLM, SequenceClassifier, build_model
 
 _HF_ACT = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
 _OUR_ACT = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
@@ -103,6 +103,12 @@ def mlm_head_table() -> list[Row]:
     return (_pairs("cls.predictions.transform.dense.", "head.transform.0.", ("weight", "bias"))
             + _pairs("cls.predictions.transform.LayerNorm.", "head.transform.2.", ("weight", "bias"))
             + [("cls.predictions.bias", "head.bias", None, False)])
+
+
+def detection_head_table() -> list[Row]:
+    """ElectraForPreTraining's discriminator head."""
+    return (_pairs("discriminator_predictions.dense.", "detector.dense.", ("weight", "bias"))
+            + _pairs("discriminator_predictions.dense_prediction.", "detector.out.", ("weight", "bias")))
 
 
 def classifier_head_table() -> list[Row]:
@@ -202,19 +208,24 @@ def _check_exportable(model: nn.Module, arch: str, norm: str) -> ModelConfig:
 def _bert_config(cfg: ModelConfig, **extra):
     import transformers
 
-    return transformers.BertConfig(
+    return transformers.BertConfig(**_encoder_settings(cfg), **extra)
+
+
+def _encoder_settings(cfg: ModelConfig) -> dict:
+    """BertConfig / ElectraConfig keyword arguments describing our encoder's shape."""
+    return dict(
         vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers,
         num_attention_heads=cfg.n_heads, intermediate_size=cfg.d_ff,
         max_position_embeddings=cfg.max_len, hidden_act=_OUR_ACT[cfg.activation],
         layer_norm_eps=cfg.norm_eps, type_vocab_size=max(cfg.type_vocab_size, 1),
         hidden_dropout_prob=cfg.dropout, pad_token_id=cfg.pad_token_id,
-        attention_probs_dropout_prob=cfg.attention_dropout if cfg.attention_dropout is not None else cfg.dropout,
-        **extra)
+        attention_probs_dropout_prob=cfg.attention_dropout if cfg.attention_dropout is not None else cfg.dropout)
 
 
 def to_transformers(model: nn.Module) -> nn.Module:
     """A transformers model with our weights: MaskedLM → BertForMaskedLM, CausalLM →
-    GPT2LMHeadModel, SequenceClassifier (post-LN encoder) → BertForSequenceClassification."""
+    GPT2LMHeadModel, SequenceClassifier (post-LN encoder) → BertForSequenceClassification,
+    ReplacedTokenDetection → ElectraForPreTraining (its discriminator; the generator stays behind)."""
     import transformers
 
     ours_sd = model.state_dict()
@@ -226,13 +237,17 @@ def to_transformers(model: nn.Module) -> nn.Module:
             layer_norm_epsilon=cfg.norm_eps, resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout,
             attn_pdrop=cfg.dropout, bos_token_id=None, eos_token_id=None))
         return _export(hf, ours_sd, gpt2_table(cfg)).eval()
-    if isinstance(model, (MaskedLM, SequenceClassifier)):
+    if isinstance(model, (MaskedLM, SequenceClassifier, ReplacedTokenDetection)):
         cfg = _check_exportable(model, "encoder", "post")
         if not cfg.mlm_transform and isinstance(model, MaskedLM) or not cfg.pooler and isinstance(model, SequenceClassifier):
             raise ConfigError("to_transformers: BERT needs model.mlm_transform / model.pooler = true")
         if cfg.type_vocab_size == 0:  # BERT always has segment embeddings: give it a zero one
             ours_sd = dict(ours_sd, **{"embeddings.token_type.weight": torch.zeros(1, cfg.d_model)})
-        if isinstance(model, MaskedLM):
+        if isinstance(model, ReplacedTokenDetection):
+            hf = transformers.ElectraForPreTraining(transformers.ElectraConfig(
+                embedding_size=cfg.d_model, **_encoder_settings(cfg)))
+            table = bert_table(cfg, prefix="electra.") + detection_head_table()
+        elif isinstance(model, MaskedLM):
             hf = transformers.BertForMaskedLM(_bert_config(cfg))
             table = bert_table(cfg) + mlm_head_table()
         else:

@@ -1,5 +1,5 @@
 """Pretraining: `objective` mlm (encoder) | clm (decoder) | seq2seq (encoder-decoder, span
-corruption) from text files, through the Trainer.
+corruption) | electra (encoder, replaced-token detection) from text files, through the Trainer.
 
 `run_pretrain(cfg)` makes a self-contained run directory: config.yaml (fully resolved), the
 tokenizer, the token cache, metrics.jsonl, tb/, checkpoints/, model.safetensors + model.json and
@@ -23,7 +23,8 @@ from nlpattn.config import OBJECTIVE_ARCH, Config, load_config, to_yaml, validat
 from nlpattn.errors import ConfigError, NlpattnError
 from nlpattn.fileio import atomic_write_text
 
-TASK = {"mlm": "mlm", "clm": "clm", "seq2seq": "seq2seq"}
+TASK = {"mlm": "mlm", "clm": "clm", "seq2seq": "seq2seq", "electra": "electra"}
+BIDIRECTIONAL = ("mlm", "electra")  # objectives whose encoder reads both directions
 IGNORE_INDEX = -100
 
 
@@ -35,8 +36,8 @@ def resolve_objective(cfg: Config) -> Config:
     m = cfg.model
     if m.arch not in ("encoder", want):  # "encoder" is the default: taken as unset
         raise ConfigError(f"model.arch: objective={cfg.objective} needs arch '{want}', got '{m.arch}'")
-    if cfg.objective == "mlm" and m.bidirectional is False:
-        raise ConfigError(f"model.bidirectional: objective=mlm needs a bidirectional body; "
+    if cfg.objective in BIDIRECTIONAL and m.bidirectional is False:
+        raise ConfigError(f"model.bidirectional: objective={cfg.objective} needs a bidirectional body; "
                           f"model.body='{m.body}' with bidirectional=false is causal-only")
     _check_body_capability(cfg.objective, m.body)
     _check_sentinels(cfg)
@@ -53,8 +54,8 @@ def _check_body_capability(objective: str, body: str) -> None:
     if cls is None:
         raise ConfigError(f"model.body: '{body}' is not available (have: {sorted(BODY_REGISTRY)})")
     cls = cls()
-    if objective == "mlm" and not cls.bidirectional_ok:
-        raise ConfigError(f"model.body: '{body}' is causal-only; objective=mlm needs a bidirectional body")
+    if objective in BIDIRECTIONAL and not cls.bidirectional_ok:
+        raise ConfigError(f"model.body: '{body}' is causal-only; objective={objective} needs a bidirectional body")
     if objective in ("clm", "seq2seq") and not cls.causal_ok:
         raise ConfigError(f"model.body: '{body}' cannot run causally; objective={objective} needs a decoder")
 
@@ -73,11 +74,12 @@ def _check_sentinels(cfg: Config) -> None:
 
 
 def make_collator(cfg: Config, tok):
-    """The collator of the objective (MLM masking, CLM labels, T5 span corruption)."""
+    """The collator of the objective (MLM masking — also ELECTRA's generator input —, CLM labels,
+    T5 span corruption)."""
     from nlpattn.data.collate import CLMCollator, MLMCollator, SpanCorruptionCollator
 
     d = cfg.data
-    if cfg.objective == "mlm":
+    if cfg.objective in BIDIRECTIONAL:
         return MLMCollator(tok, d.mlm_probability, d.whole_word_mask)
     if cfg.objective == "clm":
         return CLMCollator(tok)
@@ -102,26 +104,78 @@ def predictions(objective: str, batch: dict, logits: torch.Tensor) -> tuple[torc
 
 
 def lm_eval_fn(objective: str, dataset, batch_size: int, collate, max_batches: int | None):
-    """An eval function: token-weighted loss, perplexity and accuracy over the validation blocks."""
-    from nlpattn.data.blocks import validation_batches
+    """An eval function: token-weighted loss, perplexity and accuracy over the validation blocks
+    (for electra, the generator's and the detector's: see detection_eval_fn)."""
+    if objective == "electra":
+        return detection_eval_fn(dataset, batch_size, collate, max_batches)
+
+    def batch_sums(model, batch: dict) -> torch.Tensor:
+        out = model(**batch)
+        n, correct = predictions(objective, batch, out.logits)
+        return torch.stack([out.loss.double() * n, n.double(), correct.double()])
 
     def evaluate(model, accelerator) -> dict:
-        """This process's share of the batches; sums gathered from every process."""
-        sums = torch.zeros(3, dtype=torch.float64, device=accelerator.device)  # loss·n, n, correct
-        for b, batch in enumerate(validation_batches(dataset, batch_size, collate)):
-            if max_batches is not None and b >= max_batches:
-                break
-            if b % accelerator.num_processes != accelerator.process_index:
-                continue
-            batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            out = model(**batch)
-            n, correct = predictions(objective, batch, out.logits)
-            sums += torch.stack([out.loss.double() * n, n.double(), correct.double()]).to(sums.device)
-        total = accelerator.gather_for_metrics(sums[None]).sum(0).tolist()
+        """Loss, perplexity and accuracy over every process's share of the batches."""
+        total = gathered_sums(model, accelerator, dataset, batch_size, collate, max_batches, batch_sums, 3)
         loss = total[0] / max(total[1], 1)
         return {"loss": loss, "ppl": math.exp(min(loss, 700)), "accuracy": total[2] / max(total[1], 1)}
 
     return evaluate
+
+
+def gathered_sums(model, accelerator, dataset, batch_size: int, collate, max_batches: int | None,
+                  batch_sums, width: int) -> list[float]:
+    """`batch_sums(model, batch)` (`width` float64 values) summed over this process's share of the
+    validation batches, then over every process."""
+    from nlpattn.data.blocks import validation_batches
+
+    sums = torch.zeros(width, dtype=torch.float64, device=accelerator.device)
+    for b, batch in enumerate(validation_batches(dataset, batch_size, collate)):
+        if max_batches is not None and b >= max_batches:
+            break
+        if b % accelerator.num_processes != accelerator.process_index:
+            continue
+        batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        sums += batch_sums(model, batch).to(sums.device)
+    return accelerator.gather_for_metrics(sums[None]).sum(0).tolist()
+
+
+EVAL_SAMPLING_SEED = 1234
+
+
+def detection_eval_fn(dataset, batch_size: int, collate, max_batches: int | None):
+    """ELECTRA's eval function: the generator's masked-token loss, perplexity and accuracy, the
+    detector's loss and accuracy over real tokens, and the fraction of tokens replaced. The
+    generator's samples are drawn from a fixed seed (the same corruption at every evaluation) on a
+    forked RNG (training's random stream is not disturbed)."""
+
+    def evaluate(model, accelerator) -> dict:
+        """The metrics over every process's share of the batches."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(EVAL_SAMPLING_SEED + accelerator.process_index)
+            s = gathered_sums(model, accelerator, dataset, batch_size, collate, max_batches, detection_sums, 7)
+        mlm_loss = s[0] / max(s[1], 1)
+        return {"loss": mlm_loss, "ppl": math.exp(min(mlm_loss, 700)), "accuracy": s[2] / max(s[1], 1),
+                "detection_loss": s[3] / max(s[4], 1), "detection_accuracy": s[5] / max(s[4], 1),
+                "replaced": s[6] / max(s[4], 1)}
+
+    return evaluate
+
+
+def detection_sums(model, batch: dict) -> torch.Tensor:
+    """One batch's sums for detection_eval_fn: masked tokens (generator loss·n, n, correct), then
+    real tokens (detection loss·n, n, correct, replaced)."""
+    out = model(**batch)
+    labels, mask = batch["labels"], batch.get("attention_mask")
+    masked = labels != IGNORE_INDEX
+    real = torch.ones_like(masked) if mask is None else mask.bool()
+    n_masked, n_real = masked.sum(), real.sum()
+    gen_correct = (out.parts["generator_logits"].argmax(-1) == labels[masked]).sum()  # rows: masked, row-major
+    replaced = out.parts["replaced"]
+    det_correct = (((out.logits > 0) == replaced) & real).sum()
+    return torch.stack([out.parts["mlm_loss"].double() * n_masked, n_masked.double(), gen_correct.double(),
+                        out.parts["detection_loss"].double() * n_real, n_real.double(), det_correct.double(),
+                        (replaced & real).sum().double()])
 
 
 def _batches_class():
