@@ -165,20 +165,14 @@ def test_electra_settings_are_checked(tmp_path, overrides, message):
 def test_electra_corpus_recipe_is_mlm_corpus_with_detection_and_runs_shrunk(tmp_path):
     """configs/pretrain/electra-corpus.yaml: mlm-corpus.yaml's model, data and schedule with the
     ELECTRA objective; run on bundled text instead of the corpus, with a tiny model."""
-    from nlpattn.cli import main
+    from test_mixture import run_corpus_recipe_shrunk
     from test_train_utils import REPO
 
     electra, mlm = (load_config(str(REPO / f"configs/pretrain/{name}.yaml")) for name in ("electra-corpus", "mlm-corpus"))
     assert (electra.objective, electra.model.generator_layers, electra.data.mlm_probability) == ("electra", 1, 0.15)
     assert electra.model == mlm.model and electra.train == mlm.train  # the generator's keys are at their defaults
     assert (electra.data.train_files, electra.data.train_weights) == (mlm.data.train_files, mlm.data.train_weights)
-    wiki = REPO / "data/wikitext-2"
-    files = [str(wiki / "valid.txt.gz"), str(wiki / "test.txt.gz"), str(REPO / "data/tinyshakespeare/input.txt.gz")]
     out = tmp_path / "run"
-    assert main(["pretrain", "--config", str(REPO / "configs/pretrain/electra-corpus.yaml"), f"output_dir={out}",
-                 f"data.train_files=[{','.join(files)}]", "tokenizer.vocab_size=500", "model.d_model=32",
-                 "model.n_layers=1", "model.n_heads=2", "model.d_ff=64", "train.max_steps=2", "train.save_every=2",
-                 "train.eval_every=2", "train.eval_batches=1", "train.final_eval_batches=1",
-                 "train.num_threads=1", "train.progress=false"]) == 0
+    run_corpus_recipe_shrunk("electra-corpus", out, steps=2)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["objective"] == "electra" and summary["steps"] == 2 and "final_val_detection_accuracy" in summary

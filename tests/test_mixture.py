@@ -132,21 +132,27 @@ def test_mlm_corpus_recipe_loads_and_a_missing_corpus_names_the_path(tmp_path):
     assert str(nowhere / "wikipedia") in done.stderr and not out.exists()
 
 
+def run_corpus_recipe_shrunk(config: str, out, steps: int) -> None:
+    """`nlpattn pretrain --config configs/pretrain/CONFIG.yaml` on three bundled sources instead of
+    the corpus, with a tiny model, for `steps` steps (checkpoint and evaluation every 2)."""
+    from nlpattn.cli import main
+
+    wiki = REPO / "data/wikitext-2"
+    files = [str(wiki / "valid.txt.gz"), str(wiki / "test.txt.gz"), str(REPO / "data/tinyshakespeare/input.txt.gz")]
+    assert main(["pretrain", "--config", str(REPO / f"configs/pretrain/{config}.yaml"), f"output_dir={out}",
+                 f"data.train_files=[{','.join(files)}]", "tokenizer.vocab_size=500", "model.d_model=32",
+                 "model.n_layers=1", "model.n_heads=2", "model.d_ff=64", f"train.max_steps={steps}",
+                 "train.save_every=2", "train.eval_every=2", "train.eval_batches=1", "train.final_eval_batches=1",
+                 "train.num_threads=1", "train.progress=false"]) == 0
+
+
 def test_mlm_corpus_recipe_runs_shrunk(tmp_path):
     """The README's `nlpattn pretrain --config configs/pretrain/mlm-corpus.yaml`, on three bundled
     sources instead of the corpus and a tiny model; its summary counts the setup seconds."""
     import json
 
-    from nlpattn.cli import main
-
-    wiki = REPO / "data/wikitext-2"
-    files = [str(wiki / "valid.txt.gz"), str(wiki / "test.txt.gz"), str(REPO / "data/tinyshakespeare/input.txt.gz")]
     out = tmp_path / "run"
-    assert main(["pretrain", "--config", str(REPO / "configs/pretrain/mlm-corpus.yaml"), f"output_dir={out}",
-                 f"data.train_files=[{','.join(files)}]", "tokenizer.vocab_size=500", "model.d_model=32",
-                 "model.n_layers=1", "model.n_heads=2", "model.d_ff=64", "train.max_steps=4", "train.save_every=2",
-                 "train.eval_every=2", "train.eval_batches=1", "train.final_eval_batches=1",
-                 "train.num_threads=1", "train.progress=false"]) == 0
+    run_corpus_recipe_shrunk("mlm-corpus", out, steps=4)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 4 and set(summary["setup_s"]) == {"tokenizer", "cache"}
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-0000002", "step-0000004"]
