@@ -96,7 +96,8 @@ def test_mlm_peer_takes_an_existing_run_as_ours(tmp_path, capsys):
     assert f"--ours {run}" in (out / "mlm_peer.md").read_text()
     capsys.readouterr()
     for argv, message in ((["--ours", str(run), "--out", str(out)], "peer exists"),
-                          (["--ours", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b2")], "summary.json: no such file"),
+                          (["--ours", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b2")],
+                           "summary.json: no such file"),
                           (["--ours", str(run), "--out", str(tmp_path / "b3"), "train.lr=1"], "overrides apply only")):
         with pytest.raises(SystemExit) as exit_info:
             peer.main(argv)

@@ -168,7 +168,8 @@ def test_electra_corpus_recipe_is_mlm_corpus_with_detection_and_runs_shrunk(tmp_
     from test_mixture import run_corpus_recipe_shrunk
     from test_train_utils import REPO
 
-    electra, mlm = (load_config(str(REPO / f"configs/pretrain/{name}.yaml")) for name in ("electra-corpus", "mlm-corpus"))
+    electra, mlm = (load_config(str(REPO / f"configs/pretrain/{name}.yaml"))
+                    for name in ("electra-corpus", "mlm-corpus"))
     assert (electra.objective, electra.model.generator_layers, electra.data.mlm_probability) == ("electra", 1, 0.15)
     assert electra.model == mlm.model and electra.train == mlm.train  # the generator's keys are at their defaults
     assert (electra.data.train_files, electra.data.train_weights) == (mlm.data.train_files, mlm.data.train_weights)

@@ -2,7 +2,8 @@
 
 `from_transformers(hf_model)` converts BertForMaskedLM / BertForSequenceClassification /
 GPT2LMHeadModel into our models; `to_transformers(model)` goes the other way where the
-architecture matches (ReplacedTokenDetection → ElectraForPreTraining, the discriminator); `from_torch_transformer(nn.Transformer)` fills a Seq2SeqLM's bodies.
+architecture matches (ReplacedTokenDetection → ElectraForPreTraining, the discriminator);
+`from_torch_transformer(nn.Transformer)` fills a Seq2SeqLM's bodies.
 transformers is imported only inside these functions.
 """
 from __future__ import annotations

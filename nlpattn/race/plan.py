@@ -24,7 +24,8 @@ BODY_BASE: dict[str, list[str]] = {
 TASKS = ("sst2", "cola", "imdb")
 TASK_METRIC = {"sst2": "accuracy", "cola": "matthews_correlation", "imdb": "accuracy"}
 MIN_MINUTES = 1 / 60  # the rule for "a budget too small to take one step": under one second
-CAPABILITY = {"mlm": "bidirectional_ok", "electra": "bidirectional_ok", "seq2seq": "bidirectional_ok", "clm": "causal_ok"}
+CAPABILITY = {"mlm": "bidirectional_ok", "electra": "bidirectional_ok", "seq2seq": "bidirectional_ok",
+              "clm": "causal_ok"}
 
 
 @dataclass
