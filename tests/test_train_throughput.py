@@ -105,3 +105,19 @@ def test_rounds_take_each_figure_s_median_and_compiled_variants_get_a_break_even
     # eager needs W seconds for what compiled does in W - 31 s at 1.5x: W = 31 / (1 - 1/1.5)
     assert compiled["break_even_min"] == pytest.approx(31.0 / (1 - 1 / 1.5) / 60)
     assert "compile_s" not in rows[0]
+
+
+def test_markdown_shows_a_slow_peak_and_flags_an_mfu_above_one():
+    """bf16 without a native kernel: a 0.29 GFLOP/s peak prints as such, and its MFU above 1 is flagged."""
+    result = {
+        "machine": {"cpu": "AMD EPYC", "flags": {"avx2": True}, "torch": "2.13.0+cpu", "threads": 2},
+        "args": {"d": 256, "layers": 4, "heads": 4, "ffn": 1024, "vocab": 8192, "seq": 128, "batch": 16,
+                 "dropout": 0.0, "steps": 3, "warmup": 1, "rounds": 1},
+        "peaks": {"fp32": 178e9, "bf16": 0.29e9}, "rows": []}
+    for dtype, mfu in (("fp32", 0.6), ("bf16", 10.2)):
+        result["rows"].append({"model": "nlpattn-mlm", "dtype": dtype, "objective": "mlm", "train_tok_s": 100.0,
+                               "infer_tok_s": 200.0, "peak_rss_mib": 500.0, "train_mfu": mfu})
+    text = tt.markdown(result)
+    assert "- matmul peak fp32: 178 GFLOP/s" in text and "- matmul peak bf16: 0.29 GFLOP/s" in text
+    assert "- matmul bf16 ÷ fp32: 0.00163" in text
+    assert "MFU above 1 in bf16:" in text and "MFU above 1 in fp32" not in text
