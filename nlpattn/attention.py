@@ -17,22 +17,23 @@ from torch import nn
 
 
 @functools.lru_cache(maxsize=1)
-def _cpu_has_amx() -> bool:
-    from nlpattn.train.runtime import cpu_flags
+def _cpu_has_native_bf16() -> bool:
+    from nlpattn.train.runtime import BF16_CPU_FLAGS, cpu_flags
 
-    return "amx_bf16" in cpu_flags()
+    return any(flag in cpu_flags() for flag in BF16_CPU_FLAGS)
 
 
 def math_is_faster(x: torch.Tensor) -> bool:
-    """`model.attention=auto`'s rule: the spelled-out path for bf16 training on a CPU with AMX.
+    """`model.attention=auto`'s rule: the spelled-out path for bf16 training on a CPU with native bf16.
 
-    There PyTorch's CPU flash-attention backward in bf16 is slower than bf16 matmuls + softmax:
-    bf16 training ran 1.36× (CLM) and 1.61× (MLM) faster with the math path (train_throughput.py, dropout 0,
-    docs/results.md); inference, fp32 and other CPUs keep SDPA (measured no faster, or not measured).
+    There PyTorch's CPU flash-attention backward in bf16 is slower than bf16 matmuls + softmax.
+    bf16 training ran faster with the math path on AMX (1.36× CLM, 1.61× MLM) and on AVX-512 with
+    avx512_bf16 and no AMX (1.16× CLM, 1.22× MLM); train_throughput.py, dropout 0, docs/results.md.
+    Inference, fp32 and CPUs without native bf16 keep SDPA (measured no faster, or not measured).
     """
     bf16 = x.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cpu")
                                          and torch.get_autocast_dtype("cpu") == torch.bfloat16)
-    return x.device.type == "cpu" and bf16 and torch.is_grad_enabled() and _cpu_has_amx()
+    return x.device.type == "cpu" and bf16 and torch.is_grad_enabled() and _cpu_has_native_bf16()
 
 
 class RotaryEmbedding(nn.Module):

@@ -6,20 +6,30 @@ from nlpattn.config import ModelConfig
 from nlpattn.models import build_model
 
 
-def test_auto_picks_math_only_for_bf16_training_on_amx(monkeypatch):
+def test_auto_picks_math_only_for_bf16_training_on_a_native_bf16_cpu(monkeypatch):
     x32, x16 = torch.zeros(2, 2), torch.zeros(2, 2, dtype=torch.bfloat16)
-    monkeypatch.setattr(attention, "_cpu_has_amx", lambda: True)
+    monkeypatch.setattr(attention, "_cpu_has_native_bf16", lambda: True)
     assert attention.math_is_faster(x16) and not attention.math_is_faster(x32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert attention.math_is_faster(x32)
     with torch.no_grad():
         assert not attention.math_is_faster(x16)  # inference keeps SDPA
-    monkeypatch.setattr(attention, "_cpu_has_amx", lambda: False)
-    assert not attention.math_is_faster(x16)  # other CPUs: not measured, so SDPA
+    monkeypatch.setattr(attention, "_cpu_has_native_bf16", lambda: False)
+    assert not attention.math_is_faster(x16)  # CPUs without native bf16: not measured, so SDPA
+
+
+def test_native_bf16_means_amx_or_avx512_bf16(monkeypatch):
+    import nlpattn.train.runtime as runtime
+
+    for flags, native in (({"avx2", "amx_bf16"}, True), ({"avx512f", "avx512_bf16"}, True), ({"avx2"}, False)):
+        monkeypatch.setattr(runtime, "cpu_flags", lambda flags=flags: flags)
+        attention._cpu_has_native_bf16.cache_clear()
+        assert attention._cpu_has_native_bf16() is native
+    attention._cpu_has_native_bf16.cache_clear()
 
 
 def test_auto_computes_what_sdpa_computes_in_bf16_training(monkeypatch):
-    monkeypatch.setattr(attention, "_cpu_has_amx", lambda: True)
+    monkeypatch.setattr(attention, "_cpu_has_native_bf16", lambda: True)
     calls = []
     real = attention.MultiHeadAttention._math_attention
     monkeypatch.setattr(attention.MultiHeadAttention, "_math_attention",
