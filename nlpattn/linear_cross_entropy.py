@@ -35,12 +35,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
             h = h_all[start:start + chunk_rows]  # (n, d)
             t, keep = targets[start:start + chunk_rows], valid[start:start + chunk_rows]
             logits = (h @ w.t()).float()  # (n, V)
-            lse = torch.logsumexp(logits, dim=-1)  # (n,)
             picked = t.clamp(min=0).unsqueeze(1)  # (n, 1); ignored rows pick class 0, then drop out
-            total += ((lse - logits.gather(1, picked).squeeze(1)) * keep).sum()
-            grad = logits.sub_(lse.unsqueeze(1)).exp_()  # softmax, in place of the logits
-            grad.scatter_add_(1, picked, torch.full(picked.shape, -1.0, device=grad.device))
-            grad.mul_(keep.unsqueeze(1))  # ignored rows: no gradient
+            target_logit = logits.gather(1, picked)  # (n, 1), read before the logits are overwritten
+            row_max = logits.amax(dim=-1, keepdim=True)  # (n, 1)
+            exps = logits.sub_(row_max).exp_()  # in place of the logits: the chunk's only exp pass
+            sums = exps.sum(dim=-1, keepdim=True)  # (n, 1)
+            kept = keep.unsqueeze(1).float()  # (n, 1)
+            total += ((row_max + sums.log() - target_logit) * kept).sum()  # lse − target logit
+            grad = exps.mul_(kept / sums)  # softmax, zero on ignored rows, in one pass
+            grad.scatter_add_(1, picked, -kept)  # − one-hot
             grad = grad.to(dtype)
             grad_hidden[start:start + chunk_rows] = grad @ w  # (n, d)
             if dtype == torch.float32:

@@ -33,6 +33,17 @@ def test_loss_and_gradients_equal_the_plain_head_in_float32(chunk_rows):
     assert mine[1][targets == -100].abs().max() == 0 < mine[1][targets != -100].abs().max()
 
 
+def test_large_logits_stay_finite_and_match_the_plain_head():
+    torch.manual_seed(0)
+    hidden, weight = 40 * torch.randn(16, 8), 40 * torch.randn(30, 8)  # logits in the thousands: exp overflows
+    targets = torch.randint(0, 30, (16,))
+    ref = _loss_and_grads(plain, hidden, weight, targets)
+    mine = _loss_and_grads(lambda h, w, t: linear_cross_entropy(h, w, t, 5), hidden, weight, targets)
+    assert all(torch.isfinite(x).all() for x in mine)
+    for a, b in zip(mine, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
 def test_bf16_autocast_tracks_the_plain_head_within_bf16_rounding():
     torch.manual_seed(0)
     hidden, weight = torch.randn(64, 32), 0.3 * torch.randn(40, 32)
