@@ -18,9 +18,9 @@ from torch import nn
 
 @functools.lru_cache(maxsize=1)
 def _cpu_has_native_bf16() -> bool:
-    from nlpattn.train.runtime import BF16_CPU_FLAGS, cpu_flags
+    from nlpattn.train.runtime import cpu_bf16_flag
 
-    return any(flag in cpu_flags() for flag in BF16_CPU_FLAGS)
+    return cpu_bf16_flag() is not None
 
 
 def math_is_faster(x: torch.Tensor) -> bool:

@@ -37,6 +37,12 @@ def cpu_flags() -> set[str]:
     return set(_cpuinfo_field("flags").split())
 
 
+def cpu_bf16_flag() -> str | None:
+    """The CPU's best native bf16 matmul flag (amx_bf16, avx512_bf16), or None."""
+    flags = cpu_flags()
+    return next((flag for flag in BF16_CPU_FLAGS if flag in flags), None)
+
+
 def cpu_model() -> str:
     """The CPU's model name (e.g. 'Intel(R) Xeon(R) Processor'), else the platform's best guess."""
     import platform
@@ -51,10 +57,9 @@ def bf16_support() -> tuple[bool, str]:
         if torch.cuda.is_bf16_supported(including_emulation=False):
             return True, f"GPU {name} has native bf16"
         return False, f"GPU {name} has no native bf16"
-    flags = cpu_flags()
-    for flag in BF16_CPU_FLAGS:
-        if flag in flags:
-            return True, f"CPU has {flag}"
+    flag = cpu_bf16_flag()
+    if flag is not None:
+        return True, f"CPU has {flag}"
     return False, f"CPU has no {' or '.join(BF16_CPU_FLAGS)}"
 
 
