@@ -38,7 +38,7 @@ from nlpattn.config import load_config
 from nlpattn.data.blocks import RandomBlocks, SequentialBlocks
 from nlpattn.data.collate import MLMCollator
 from nlpattn.fileio import atomic_write_json, atomic_write_text
-from nlpattn.train.schedule import param_groups
+from nlpattn.train.schedule import budget_clock, lr_multiplier, param_groups
 
 EVAL_MASK_RATE, EVAL_SEED = 0.15, 1234
 
@@ -88,6 +88,18 @@ def masked_scores(model: torch.nn.Module, batches: list[dict], ours: bool) -> di
     return {"loss": loss_sum / total, "accuracy": correct / total, "tokens": total}
 
 
+def peer_scheduler(opt, t):
+    """transformers' get_scheduler for a schedule over steps; over minutes (`train.decay_over`),
+    which transformers has no scheduler for, the same LambdaLR as ours with a BudgetClock."""
+    warmup = int(t.warmup_ratio * t.max_steps) if t.warmup_ratio is not None else t.warmup_steps
+    clock = budget_clock(t)
+    if clock is None:
+        kind = t.schedule if t.schedule != "constant" else "constant_with_warmup"
+        return transformers.get_scheduler(kind, opt, num_warmup_steps=warmup, num_training_steps=t.max_steps), None
+    f = lr_multiplier(t.schedule, warmup, t.max_steps, t.min_lr / t.lr, clock)
+    return torch.optim.lr_scheduler.LambdaLR(opt, f), clock
+
+
 def train_peer(cfg, summary: dict, ours_dir: Path, tok, train_cache,
                out: Path) -> tuple[transformers.BertForMaskedLM, dict]:
     """Train the peer on ours' windows for ours' wall-clock; returns the model and its stats."""
@@ -97,12 +109,11 @@ def train_peer(cfg, summary: dict, ours_dir: Path, tok, train_cache,
     torch.manual_seed(t.seed)
     model = peer_model(cfg, tok.vocab_size).train()
     opt = peer_optimizer(model, t)
-    warmup = int(t.warmup_ratio * t.max_steps) if t.warmup_ratio is not None else t.warmup_steps
-    sched = transformers.get_scheduler(t.schedule if t.schedule != "constant" else "constant_with_warmup", opt,
-                                       num_warmup_steps=warmup, num_training_steps=t.max_steps)
+    budget = summary["wall_s"]
+    sched, clock = peer_scheduler(opt, t)
     blocks = RandomBlocks(train_cache, d.block_size, seed=t.seed)
     bf16 = summary.get("precision") == "bf16"
-    budget, start, step, sample = summary["wall_s"], time.perf_counter(), 0, 0
+    start, step, sample = time.perf_counter(), 0, 0
     bar = tqdm(total=round(budget), unit="s", desc="peer", disable=not t.progress)
     while step < t.max_steps and time.perf_counter() - start < budget:
         for _ in range(t.grad_accum):
@@ -113,6 +124,8 @@ def train_peer(cfg, summary: dict, ours_dir: Path, tok, train_cache,
             loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad)
         opt.step()
+        if clock is not None:  # train.decay_over=minutes: the decay ends with the peer's budget
+            clock.fraction = (time.perf_counter() - start) / budget
         sched.step()
         opt.zero_grad(set_to_none=True)
         step += 1

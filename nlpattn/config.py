@@ -127,6 +127,7 @@ class TrainConfig:
     warmup_steps: int = 0
     warmup_ratio: float | None = None  # overrides warmup_steps when set
     schedule: str = "cosine"  # cosine | linear | constant
+    decay_over: str = "steps"  # steps: decay ends at max_steps | minutes: at max_minutes of wall-clock (cramming's budget)
     clip_grad: float | None = 1.0
     seed: int = 0
     group_by_length: bool = True  # fine-tuning: batch sentences of similar length (less padding)
@@ -489,6 +490,9 @@ def validate(cfg: Config, source: str) -> None:
     _choice(cfg.tokenizer.kind, TOKENIZER_KINDS, "tokenizer.kind", source)
     _choice(cfg.train.precision, ("auto", "fp32", "bf16", "fp16"), "train.precision", source)
     _choice(cfg.train.schedule, ("cosine", "linear", "constant"), "train.schedule", source)
+    _choice(cfg.train.decay_over, ("steps", "minutes"), "train.decay_over", source)
+    if cfg.train.decay_over == "minutes" and cfg.train.max_minutes is None:
+        raise ConfigError(f"{source}: key 'train.decay_over' is minutes, which needs 'train.max_minutes'")
     for key in ("max_steps", "batch_size", "grad_accum", "log_every", "eval_every", "save_every", "keep_last"):
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"{source}: key 'train.{key}' must be >= 1, got {getattr(cfg.train, key)}")

@@ -73,6 +73,31 @@ def test_mlm_peer_scores_both_models_alike_on_the_same_masked_batches(tmp_path):
     assert abs(mine["loss"] - theirs["loss"]) < 1e-4 and mine["accuracy"] == theirs["accuracy"]
 
 
+def test_mlm_peer_schedule_follows_ours_over_steps_or_minutes():
+    """The peer's lr schedule is transformers' over steps, and follows the budget clock (as ours
+    does) with train.decay_over=minutes."""
+    import torch
+
+    from nlpattn.config import TrainConfig
+
+    peer = load("mlm_peer")
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    make = lambda **kw: peer.peer_scheduler(opt, TrainConfig(lr=1e-3, warmup_steps=2, schedule="linear",
+                                                             max_steps=10, **kw))
+
+    def steps(sched, n):
+        for _ in range(n):
+            opt.step()
+            sched.step()
+        return sched.get_last_lr()[0]
+
+    by_steps, none = make()
+    assert none is None and steps(by_steps, 6) == pytest.approx(0.5e-3)  # 4 of 8 decay steps
+    by_minutes, clock = make(decay_over="minutes", max_minutes=1.0)
+    clock.fraction = 0.75
+    assert steps(by_minutes, 3) == pytest.approx(0.25e-3)
+
+
 def test_mlm_peer_takes_an_existing_run_as_ours(tmp_path, capsys):
     """`--ours RUN`: the peer trains for that run's wall-clock on its tokenizer and cache; both are
     scored on the same tokens; the peer is saved whole; bad --ours input is one line, exit 2."""

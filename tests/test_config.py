@@ -27,6 +27,8 @@ def test_yaml_and_overrides(tmp_path):
     ("model:\n  arch: encoder-decoder\n  body: cnn\n", [], r"key 'model\.arch' = encoder-decoder needs model\.body = transformer"),
     ("model:\n  body: transfomer\n", [], r"key 'model\.body' must be one of .*did you mean 'transformer'"),
     ("train: [1, 2]\n", [], r"key 'train' must be a mapping"),
+    ("train:\n  decay_over: minutes\n", [], r"x\.yaml: key 'train\.decay_over' is minutes, which needs 'train\.max_minutes'"),
+    ("", ["train.decay_over=hours"], r"key 'train\.decay_over' must be one of"),
     ("model: {d_model: 1\n", [], r"x\.yaml:\d+: invalid YAML"),
     ("", ["notakeyvalue"], r"override 'notakeyvalue' is not of the form key=value"),
 ])

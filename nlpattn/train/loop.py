@@ -28,7 +28,7 @@ from nlpattn.train import checkpoint as ckpt
 from nlpattn.train.log import RunLogger
 from nlpattn.train.runtime import (Interrupted, Signals, count_tokens, make_accelerator, peak_memory_mib,
                                    run_precision)
-from nlpattn.train.schedule import build_optimizer, build_scheduler
+from nlpattn.train.schedule import budget_clock, build_optimizer, build_scheduler
 
 EvalFn = Callable[[nn.Module, "object"], dict]  # (model, accelerator) → {"loss": ..., ...}
 _STOP_CODES = {None: 0, "max_minutes": 1, "SIGINT": 2, "SIGTERM": 3}
@@ -87,7 +87,8 @@ class Trainer:
         if cfg.compile:
             model = torch.compile(model)
         optimizer = build_optimizer(model, cfg)
-        scheduler = build_scheduler(optimizer, cfg, cfg.max_steps)
+        self.clock = budget_clock(cfg)  # None unless train.decay_over=minutes
+        scheduler = build_scheduler(optimizer, cfg, cfg.max_steps, self.clock)
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         self.logger: RunLogger | None = None
         self._grad_norm: torch.Tensor | None = None
@@ -102,6 +103,7 @@ class Trainer:
         self._t0 = time.perf_counter()
         self._prepare_run_dir()
         self._resume()
+        self._clock_s = self.state.wall_s  # the budget clock's agreed reading (train.decay_over=minutes)
         self.state.setup_s += self.setup_s
         if on_start is not None and acc.is_main_process:
             on_start()
@@ -178,6 +180,8 @@ class Trainer:
                 self._grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
             self.optimizer.step()
         if not getattr(self.optimizer, "step_was_skipped", False):  # fp16 overflow: keep the schedule
+            if self.clock is not None:
+                self.clock.fraction = self._clock_s / (self.cfg.max_minutes * 60)
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
@@ -189,22 +193,26 @@ class Trainer:
 
     def _stop_reason(self, signals: Signals) -> str | None:
         """max_minutes / SIGINT / SIGTERM, agreed by every process (with several, every
-        min(log_every, 10) steps: one small all-reduce, so a signal waits at most 10 steps)."""
-        reason = signals.received
+        min(log_every, 10) steps: one small all-reduce, so a signal waits at most 10 steps).
+        The same reduce agrees the budget clock, so every process steps the same lr."""
+        reason, elapsed = signals.received, self._elapsed()
         budget = self.cfg.max_minutes
-        if reason is None and budget is not None and self._elapsed() >= budget * 60:
+        if reason is None and budget is not None and elapsed >= budget * 60:
             reason = "max_minutes"
         if self.accelerator.num_processes == 1:
+            self._clock_s = elapsed
             return reason
         if self.state.step % min(self.cfg.log_every, 10) != 0:
             return None
-        return self._agreed(reason)
+        reason, self._clock_s = self._agreed(reason, elapsed)
+        return reason
 
-    def _agreed(self, reason: str | None) -> str | None:
-        """The most urgent stop reason of any process (one small all-reduce)."""
-        code = torch.tensor(float(_STOP_CODES[reason]), device=self.accelerator.device)
-        code = int(self.accelerator.reduce(code, "max"))
-        return {v: k for k, v in _STOP_CODES.items()}[code]
+    def _agreed(self, reason: str | None, elapsed: float) -> tuple[str | None, float]:
+        """The most urgent stop reason and the longest elapsed time of any process (one all-reduce)."""
+        packed = torch.tensor([float(_STOP_CODES[reason]), elapsed], dtype=torch.float64,
+                              device=self.accelerator.device)
+        code, elapsed = self.accelerator.reduce(packed, "max").tolist()
+        return {v: k for k, v in _STOP_CODES.items()}[int(code)], elapsed
 
     def _elapsed(self) -> float:
         return self.state.wall_s + time.perf_counter() - self._t0
@@ -444,7 +452,7 @@ class Trainer:
                 return signals.received
             return None
         self._evaluate(final=True)
-        reason = self._agreed(signals.received)
+        reason, _ = self._agreed(signals.received, self._elapsed())
         return reason if reason in _SIGNALS else None
 
     def _save_final_model(self) -> None:
