@@ -11,7 +11,12 @@ backward + clipping + the Trainer's fused AdamW step + zero_grad on a random bat
 shape, in the same precision and threads, timed in a third process (mean of N steps after
 warm-up). Overhead = pipeline s/step ÷ bare s/step − 1.
 
+The host's speed drifts by ±10 % between processes on a shared machine, as much as the 5 % being
+measured: `--rounds R` repeats the three measurements R times, alternating which comes first,
+and reports each round's overhead and their median.
+
     python benchmarks/pipeline.py                                   # configs/pretrain/clm-small.yaml, N = 40
+    python benchmarks/pipeline.py --rounds 3                        # the median of 3 interleaved rounds
     python benchmarks/pipeline.py --steps 4 --set model.d_model=32 model.n_layers=1 data.block_size=32 train.batch_size=2
 """
 from __future__ import annotations
@@ -93,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="configs/pretrain/clm-small.yaml")
     p.add_argument("--steps", type=int, default=40, help="N: the runs take N and 2N steps")
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=1, help="repeat short, long and bare R times; report the median")
     p.add_argument("--set", nargs="*", default=[], help="key=value overrides for both runs")
     p.add_argument("--out", default="runs/bench/pipeline", help="writes OUT.json")
     p.add_argument("--bare", help=argparse.SUPPRESS)
@@ -100,24 +106,47 @@ def main(argv: list[str] | None = None) -> int:
     if a.bare:
         print(json.dumps(bare_worker(Path(a.bare), a.steps, a.warmup)), flush=True)
         return 0
+    if a.rounds < 1:
+        p.error("--rounds must be >= 1")
     with tempfile.TemporaryDirectory(prefix="nlpattn-pipeline-") as tmp:
         cache = [f"data.cache_dir={Path(tmp) / 'cache'}"] if not any(s.startswith("data.cache_dir=") for s in a.set) else []
         overrides = [*a.set, *cache]
         pretrain(a.config, overrides, Path(tmp) / "warm", 1)  # tokenizer, token cache, peak cache: built once
-        short = pretrain(a.config, overrides, Path(tmp) / "short", a.steps)
-        long = pretrain(a.config, overrides, Path(tmp) / "long", 2 * a.steps)
-        measured = bare(Path(tmp) / "long", a.steps, a.warmup)
-    per_step = (long["wall_s"] - short["wall_s"]) / (long["steps"] - short["steps"])
-    result = {"config": a.config, "overrides": a.set, "steps": [short["steps"], long["steps"]],
-              "pipeline_s_per_step": per_step, **measured,
-              "overhead_pct": 100 * (per_step / measured["bare_s_per_step"] - 1),
-              "precision_run": long["precision"], "tokens_per_s_run": long["tokens_per_s"], "mfu_run": long.get("mfu")}
+        rounds = [one_round(a, overrides, Path(tmp) / f"round-{r}", bare_first=r % 2 == 1) for r in range(a.rounds)]
+    result = summarise(a, rounds)
     out = Path(a.out).with_suffix(".json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"{a.config} {' '.join(a.set)}: pipeline {per_step * 1e3:.1f} ms/step, bare {measured['bare_s_per_step'] * 1e3:.1f} "
-          f"ms/step ({measured['precision']}, {measured['threads']} threads): overhead {result['overhead_pct']:+.1f}%")
+    for i, r in enumerate(rounds):
+        print(f"round {i + 1}: pipeline {r['pipeline_s_per_step'] * 1e3:.1f} ms/step, bare "
+              f"{r['bare_s_per_step'] * 1e3:.1f} ms/step: overhead {r['overhead_pct']:+.1f}%")
+    print(f"{a.config} {' '.join(a.set)}: pipeline {result['pipeline_s_per_step'] * 1e3:.1f} ms/step, bare "
+          f"{result['bare_s_per_step'] * 1e3:.1f} ms/step ({result['precision']}, {result['threads']} threads): "
+          f"overhead {result['overhead_pct']:+.1f}%" + (f" (median of {a.rounds} rounds)" if a.rounds > 1 else ""))
     return 0
+
+
+def one_round(a: argparse.Namespace, overrides: list[str], tmp: Path, bare_first: bool) -> dict:
+    """The N- and 2N-step runs and the bare step (first or last); this round's overhead."""
+    tmp.mkdir()
+    measured = bare(Path(tmp).parent / "warm", a.steps, a.warmup) if bare_first else None
+    short = pretrain(a.config, overrides, tmp / "short", a.steps)
+    long = pretrain(a.config, overrides, tmp / "long", 2 * a.steps)
+    measured = measured or bare(tmp / "long", a.steps, a.warmup)
+    per_step = (long["wall_s"] - short["wall_s"]) / (long["steps"] - short["steps"])
+    return {"steps": [short["steps"], long["steps"]], "pipeline_s_per_step": per_step, **measured,
+            "overhead_pct": 100 * (per_step / measured["bare_s_per_step"] - 1),
+            "precision_run": long["precision"], "tokens_per_s_run": long["tokens_per_s"], "mfu_run": long.get("mfu")}
+
+
+def summarise(a: argparse.Namespace, rounds: list[dict]) -> dict:
+    """One round's result as is; several: the median overhead (and its round's times), all rounds kept."""
+    middle = sorted(rounds, key=lambda r: r["overhead_pct"])[(len(rounds) - 1) // 2]
+    result = {"config": a.config, "overrides": a.set, **middle}
+    if len(rounds) > 1:
+        result["rounds"] = rounds
+        result["overhead_pct_range"] = [min(r["overhead_pct"] for r in rounds), max(r["overhead_pct"] for r in rounds)]
+    return result
 
 
 if __name__ == "__main__":

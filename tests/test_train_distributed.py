@@ -33,3 +33,20 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
         steps = max(abs(x["loss"] - y["loss"]) / float32_step(y["loss"]) for x, y in zip(a, b))
         print(f"2-process vs 1-process max |loss diff| ({split}): {diff:.3g} = {steps:.1f} float32 steps")
         assert steps <= ROUNDING_STEPS
+
+
+@pytest.mark.skipif(TORCHRUN is None, reason="torchrun not installed next to this python")
+def test_two_processes_agree_the_budget_clock_with_decay_over_minutes(tmp_path):
+    """train.decay_over=minutes under two processes: the clock is agreed in the stop check's
+    all-reduce, the run stops by the budget, and the lr has decayed with it."""
+    run = tmp_path / "two"
+    args = tiny_overrides(tmp_path / "data", run, batch_size=2, max_steps=100_000, max_minutes=0.1,
+                          decay_over="minutes", schedule="linear", eval_every=100_000,
+                          save_every=100_000, log_every=10)
+    cmd = [TORCHRUN, "--standalone", "--nproc_per_node", "2", "scripts/pretrain/clm.py", *args]
+    proc = subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["stop_reason"] == "max_minutes"
+    lrs = [e["lr"] for e in events(run, "train")]
+    assert len(lrs) >= 3 and lrs[-1] < 0.2 * 3e-3 and lrs == sorted(lrs, reverse=True)

@@ -121,3 +121,24 @@ def test_markdown_shows_a_slow_peak_and_flags_an_mfu_above_one():
     assert "- matmul peak fp32: 178 GFLOP/s" in text and "- matmul peak bf16: 0.29 GFLOP/s" in text
     assert "- matmul bf16 ÷ fp32: 0.00163" in text
     assert "MFU above 1 in bf16:" in text and "MFU above 1 in fp32" not in text
+
+
+def test_pipeline_benchmark_reports_each_round_and_their_median(tmp_path):
+    """benchmarks/pipeline.py --rounds 2 at a tiny shape: every round's pipeline and bare step,
+    and the median round's overhead as the result (no timing asserted)."""
+    from test_train_utils import tiny_overrides
+
+    out = tmp_path / "pipeline"
+    cmd = [sys.executable, "benchmarks/pipeline.py", "--config", "configs/pretrain/clm-small.yaml", "--steps", "2",
+           "--warmup", "1", "--rounds", "2", "--out", str(out), "--set",
+           *tiny_overrides(tmp_path / "data", tmp_path / "unused")]
+    proc = subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.with_suffix(".json").read_text())
+    rounds = result["rounds"]
+    assert len(rounds) == 2 and all(r["steps"] == [2, 4] and r["bare_s_per_step"] > 0 for r in rounds)
+    for r in rounds:
+        assert r["overhead_pct"] == pytest.approx(100 * (r["pipeline_s_per_step"] / r["bare_s_per_step"] - 1))
+    assert result["overhead_pct"] == min(r["overhead_pct"] for r in rounds)  # the lower median of two
+    assert result["overhead_pct_range"] == [min(r["overhead_pct"] for r in rounds), max(r["overhead_pct"] for r in rounds)]
+    assert "round 2:" in proc.stdout and "median of 2 rounds" in proc.stdout
