@@ -33,12 +33,14 @@ def race_values() -> dict:
     return {"present": data is not None, "section": race.race_section(data, fig), "command": race.COMMAND}
 
 
-def rerender_curve(folder: Path = REPO / "docs/pretrain-curve") -> None:
-    """The README's score-against-pretraining-minutes table and figure, from their curve.json."""
+def rerender_curves(docs: Path = REPO / "docs") -> None:
+    """The score-against-pretraining-minutes tables and figures (README's docs/pretrain-curve and
+    earlier runs' docs/pretrain-curve-DATE), each from its curve.json."""
     from nlpattn.train.curve import write_curve
 
-    if (folder / "curve.json").is_file():
-        write_curve(json.loads((folder / "curve.json").read_text(encoding="utf-8")), folder)
+    for folder in sorted(docs.glob("pretrain-curve*/")):
+        if (folder / "curve.json").is_file():
+            write_curve(json.loads((folder / "curve.json").read_text(encoding="utf-8")), folder)
 
 
 def collect() -> dict:
@@ -71,7 +73,7 @@ def main() -> int:
     os.chdir(REPO)
     start = time.perf_counter()
     run_all()
-    rerender_curve()
+    rerender_curves()
     values = collect()
     values["cost"]["figure_links"] = "\n\n".join(f"![{Path(p).stem}]({p})" for p in values["cost"]["figures"])
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
