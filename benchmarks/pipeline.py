@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 def one_round(a: argparse.Namespace, overrides: list[str], tmp: Path, bare_first: bool) -> dict:
     """The N- and 2N-step runs and the bare step (first or last); this round's overhead."""
     tmp.mkdir()
-    measured = bare(Path(tmp).parent / "warm", a.steps, a.warmup) if bare_first else None
+    measured = bare(tmp.parent / "warm", a.steps, a.warmup) if bare_first else None
     short = pretrain(a.config, overrides, tmp / "short", a.steps)
     long = pretrain(a.config, overrides, tmp / "long", 2 * a.steps)
     measured = measured or bare(tmp / "long", a.steps, a.warmup)

@@ -493,6 +493,9 @@ def validate(cfg: Config, source: str) -> None:
     _choice(cfg.train.decay_over, ("steps", "minutes"), "train.decay_over", source)
     if cfg.train.decay_over == "minutes" and cfg.train.max_minutes is None:
         raise ConfigError(f"{source}: key 'train.decay_over' is minutes, which needs 'train.max_minutes'")
+    if cfg.train.decay_over == "minutes" and cfg.train.warmup_ratio is not None:
+        raise ConfigError(f"{source}: key 'train.warmup_ratio' is a share of max_steps; with "
+                          f"train.decay_over=minutes set 'train.warmup_steps'")
     for key in ("max_steps", "batch_size", "grad_accum", "log_every", "eval_every", "save_every", "keep_last"):
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"{source}: key 'train.{key}' must be >= 1, got {getattr(cfg.train, key)}")

@@ -29,6 +29,7 @@ def test_yaml_and_overrides(tmp_path):
     ("train: [1, 2]\n", [], r"key 'train' must be a mapping"),
     ("train:\n  decay_over: minutes\n", [], r"x\.yaml: key 'train\.decay_over' is minutes, which needs 'train\.max_minutes'"),
     ("", ["train.decay_over=hours"], r"key 'train\.decay_over' must be one of"),
+    ("", ["train.decay_over=minutes", "train.max_minutes=5", "train.warmup_ratio=0.1"], r"key 'train\.warmup_ratio' is a share"),
     ("model: {d_model: 1\n", [], r"x\.yaml:\d+: invalid YAML"),
     ("", ["notakeyvalue"], r"override 'notakeyvalue' is not of the form key=value"),
 ])
