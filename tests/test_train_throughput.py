@@ -123,14 +123,48 @@ def test_markdown_shows_a_slow_peak_and_flags_an_mfu_above_one():
     assert "MFU above 1 in bf16:" in text and "MFU above 1 in fp32" not in text
 
 
+def test_pipeline_overhead_pools_blocks_and_bootstraps_over_pairs():
+    """The overhead is pooled time per step (a rare slow block counts in full), not a median
+    of blocks; its interval comes from resampling block pairs and brackets each block's own."""
+    import pipeline
+
+    out = pipeline.overhead_of([[2.0, 2.0], [2.0, 2.0], [2.0, 8.0]], [[2.0, 2.0], [2.0, 2.0], [2.0, 2.0]])
+    assert out["pipeline_s_per_step"] == pytest.approx(3.0) and out["bare_s_per_step"] == pytest.approx(2.0)
+    assert out["overhead_pct"] == pytest.approx(50.0)
+    assert out["block_overhead_pct"] == pytest.approx([0.0, 0.0, 150.0])
+    lo, hi = out["overhead_pct_ci95"]
+    assert 0.0 <= lo < 50.0 < hi <= 150.0
+    assert out["steps_timed"] == {"pipeline": 6, "bare": 6}
+
+
+def test_pipeline_benchmark_interleaves_bare_blocks_in_the_run(tmp_path):
+    """The default method at a tiny shape: one run, every block pair timed in full (block steps
+    of the pipeline and of the bare step each), the pooled overhead as the result."""
+    from test_train_utils import tiny_overrides
+
+    out = tmp_path / "pipeline"
+    cmd = [sys.executable, "benchmarks/pipeline.py", "--config", "configs/pretrain/clm-small.yaml", "--block", "3",
+           "--blocks", "2", "--warmup", "1", "--out", str(out), "--set",
+           *tiny_overrides(tmp_path / "data", tmp_path / "unused"), "train.save_every=4", "train.log_every=2"]
+    proc = subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["method"] == "interleaved" and result["steps_timed"] == {"pipeline": 6, "bare": 6}
+    assert len(result["block_overhead_pct"]) == 2 and result["bare_s_per_step"] > 0
+    assert result["overhead_pct"] == pytest.approx(100 * (result["pipeline_s_per_step"] / result["bare_s_per_step"] - 1))
+    lo, hi = result["overhead_pct_ci95"]
+    assert lo <= result["overhead_pct"] <= hi
+    assert "over 2 block pairs of 3 steps" in proc.stdout
+
+
 def test_pipeline_benchmark_reports_each_round_and_their_median(tmp_path):
     """benchmarks/pipeline.py --rounds 2 at a tiny shape: every round's pipeline and bare step,
     and the median round's overhead as the result (no timing asserted)."""
     from test_train_utils import tiny_overrides
 
     out = tmp_path / "pipeline"
-    cmd = [sys.executable, "benchmarks/pipeline.py", "--config", "configs/pretrain/clm-small.yaml", "--steps", "2",
-           "--warmup", "1", "--rounds", "2", "--out", str(out), "--set",
+    cmd = [sys.executable, "benchmarks/pipeline.py", "--config", "configs/pretrain/clm-small.yaml", "--method", "runs",
+           "--steps", "2", "--warmup", "1", "--rounds", "2", "--out", str(out), "--set",
            *tiny_overrides(tmp_path / "data", tmp_path / "unused")]
     proc = subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
