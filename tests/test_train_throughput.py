@@ -125,7 +125,7 @@ def test_markdown_shows_a_slow_peak_and_flags_an_mfu_above_one():
 
 def test_pipeline_overhead_pools_blocks_and_bootstraps_over_pairs():
     """The overhead is pooled time per step (a rare slow block counts in full), not a median
-    of blocks; its interval comes from resampling block pairs and brackets each block's own."""
+    of blocks; its interval comes from resampling block pairs and brackets the pooled figure."""
     import pipeline
 
     out = pipeline.overhead_of([[2.0, 2.0], [2.0, 2.0], [2.0, 8.0]], [[2.0, 2.0], [2.0, 2.0], [2.0, 2.0]])
