@@ -79,20 +79,28 @@ def bare_worker(run_dir: Path, steps: int, warmup: int) -> dict:
         batch["labels"] = torch.where(torch.rand(ids.shape) < d.mlm_probability, ids, -100)
     if cfg.objective == "seq2seq":
         batch = {"input_ids": ids, "decoder_input_ids": ids[:, : d.block_size // 4], "labels": ids[:, : d.block_size // 4]}
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
     times = []
     for i in range(warmup + steps):
         start = time.perf_counter()
-        with autocast:
-            loss = model(**batch).loss
-        loss.backward()
-        if t.clip_grad:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        bare_step(model, opt, batch, precision, t.clip_grad, grad_accum=1)
         if i >= warmup:
             times.append(time.perf_counter() - start)
     return {"bare_s_per_step": sum(times) / len(times), "precision": precision, "threads": torch.get_num_threads()}
+
+
+def bare_step(model, opt, batch: dict, precision: str, clip_grad: float | None, grad_accum: int) -> None:
+    """Forward + backward over `grad_accum` micro-batches (the same batch), clipping, optimizer step, zero_grad."""
+    import torch
+
+    device = next(model.parameters()).device
+    for _ in range(grad_accum):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = model(**batch).loss / grad_accum
+        loss.backward()
+    if clip_grad:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
 
 
 class Interleaver:
@@ -128,19 +136,11 @@ class Interleaver:
         if self.batch is None:
             batch = next(trainer.batches)
             self.batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=trainer.precision == "bf16")
         times = []
         for _ in range(self.block):
             _sync(device)
             start = time.perf_counter()
-            for _ in range(cfg.grad_accum):
-                with autocast:
-                    loss = model(**self.batch).loss / cfg.grad_accum
-                loss.backward()
-            if cfg.clip_grad:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            bare_step(model, opt, self.batch, trainer.precision, cfg.clip_grad, cfg.grad_accum)
             _sync(device)
             times.append(time.perf_counter() - start)
         return times
