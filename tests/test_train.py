@@ -9,7 +9,8 @@ from torch import nn
 from nlpattn.config import TrainConfig
 from nlpattn.errors import CheckpointError, OutputError, TrainingError
 from nlpattn.train import checkpoint as ckpt
-from nlpattn.train.loop import Trainer
+from nlpattn.train.log import RunLogger
+from nlpattn.train.loop import Trainer, projected_last_step
 from nlpattn.train.schedule import lr_multiplier, param_groups
 from test_train_utils import ListBatches, events, tiny_clm
 
@@ -149,6 +150,22 @@ def test_wall_clock_budget_stops_early(tmp_path):
     summary, _ = fit(tmp_path, max_steps=1000, max_minutes=1e-9)
     assert summary["stop_reason"] == "max_minutes" and summary["steps"] == 1
     assert ckpt.list_checkpoints(tmp_path)[-1].name == "step-0000001"  # the final state is saved
+
+
+def test_progress_bar_aims_at_the_budgets_end(tmp_path, monkeypatch):
+    assert projected_last_step(100, 100_000, steps_per_s=5.0, seconds_left=60.0) == 400
+    assert projected_last_step(100, 300, steps_per_s=5.0, seconds_left=60.0) == 300  # the step cap comes first
+    assert projected_last_step(100, 1000, steps_per_s=5.0, seconds_left=-3.0) == 100  # the budget is spent
+    logger = RunLogger(tmp_path / "log", progress=True, total_steps=100_000, tensorboard=False)
+    logger.expect_steps(400)
+    assert logger._bar.total == 400
+    logger.close()
+    aimed = []
+    monkeypatch.setattr(RunLogger, "expect_steps", lambda self, total: aimed.append(total))
+    fit(tmp_path / "budget", max_steps=6, max_minutes=10.0)
+    assert aimed == [6] * 6  # log_every=1; ten minutes outlast six steps, so the cap is the end
+    fit(tmp_path / "steps", max_steps=6)
+    assert aimed == [6] * 6  # no budget: the bar keeps max_steps and is never re-aimed
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

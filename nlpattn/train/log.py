@@ -62,6 +62,12 @@ class RunLogger:
         if self._bar is not None:
             self._bar.update(n)
 
+    def expect_steps(self, total: int) -> None:
+        """Re-aim the progress bar at `total` steps (where a time budget will stop the run first)."""
+        if self._bar is not None and total != self._bar.total:
+            self._bar.total = total
+            self._bar.refresh()
+
     def write(self, message: str) -> None:
         """Print a message on stderr without breaking the progress bar (main process only)."""
         if not self.enabled:
