@@ -32,13 +32,13 @@ from nlpattn.train.schedule import budget_clock, build_optimizer, build_schedule
 
 EvalFn = Callable[[nn.Module, "object"], dict]  # (model, accelerator) → {"loss": ..., ...}
 _STOP_CODES = {None: 0, "max_minutes": 1, "SIGINT": 2, "SIGTERM": 3}
+_SIGNALS = ("SIGINT", "SIGTERM")
 
 
 def projected_last_step(step: int, max_steps: int, steps_per_s: float, seconds_left: float) -> int:
     """The step a run will stop at: `max_steps`, or sooner where its time budget runs out first at
     the pace so far (the progress bar's total, so that its ETA is the budget's end)."""
     return max(step, min(max_steps, step + int(max(seconds_left, 0.0) * steps_per_s)))
-_SIGNALS = ("SIGINT", "SIGTERM")
 
 
 class BatchSource(Protocol):
@@ -258,11 +258,16 @@ class Trainer:
             event["skipped_steps"] = len(pending) - len(losses)
         self.logger.log(event)
         if self.cfg.max_minutes is not None:
-            step0, t0 = self._loop_start
-            self.logger.expect_steps(projected_last_step(st.step, self.cfg.max_steps, (st.step - step0) / max(now - t0, 1e-9),
-                                                         self.cfg.max_minutes * 60 - self._elapsed()))
+            self._aim_progress_bar(now)
         self._last_tps = event["tokens_per_s"]
         self._pending, self._tokens_local, self._flops_local, self._t_log, self._t_excluded = [], 0, 0, now, 0.0
+
+    def _aim_progress_bar(self, now: float) -> None:
+        """Point the bar at the step where the time budget, at this session's pace, ends the run."""
+        step0, t0 = self._loop_start
+        pace = (self.state.step - step0) / max(now - t0, 1e-9)
+        seconds_left = self.cfg.max_minutes * 60 - self._elapsed()
+        self.logger.expect_steps(projected_last_step(self.state.step, self.cfg.max_steps, pace, seconds_left))
 
     def _peak_flops(self) -> tuple[float, str] | None:
         """(peak FLOP/s of one process, source): `train.peak_flops`, else measured / cached."""
