@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nlpattn.allocator import keep_freed_memory
 from nlpattn.config import ModelConfig
 
 MODELS = {"nlpattn-mlm": "mlm", "bert": "mlm", "nlpattn-clm": "clm", "gpt2": "clm", "nanogpt": "clm"}
@@ -358,7 +359,8 @@ def markdown(result: dict) -> str:
              f"d {a['d']}, {a['layers']} layers, {a['heads']} heads, ffn {a['ffn']}, vocab {a['vocab']}, "
              f"seq {a['seq']}, batch {a['batch']}, dropout {a['dropout']}; median of {a['steps']} steps "
              f"after {a['warmup']}; each model in its own process"
-             + (f"; median over {a['rounds']} interleaved rounds" if a.get("rounds", 1) > 1 else "") + ".", ""]
+             + (f"; median over {a['rounds']} interleaved rounds" if a.get("rounds", 1) > 1 else "")
+             + ("; every process keeps freed memory (glibc mallopt)" if a.get("keep_freed_memory") else "") + ".", ""]
     for dtype, peak in result["peaks"].items():
         gflops = peak / 1e9  # two significant digits below 10: bf16 without a native kernel runs at ~0.3
         lines.append(f"- matmul peak {dtype}: {f'{gflops:,.0f}' if gflops >= 10 else f'{gflops:.2g}'} GFLOP/s")
@@ -435,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtypes", default="fp32,bf16", help="comma-separated: fp32,bf16")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated: " + ",".join(MODELS))
     p.add_argument("--device", default="cpu")
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="every model's process keeps freed blocks for reuse (nlpattn.allocator), as the nlpattn command does")
     p.add_argument("--out", default="runs/bench/train_throughput", help="writes OUT.json and OUT.md")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--dtype", default="fp32", help=argparse.SUPPRESS)
@@ -442,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.worker:
         if a.threads:
             torch.set_num_threads(a.threads)
+        if a.keep_freed_memory and not keep_freed_memory():
+            raise SystemExit("--keep-freed-memory: this C library has no glibc mallopt")
         print(json.dumps(worker(a)), flush=True)
         return 0
     parent(a, argv)

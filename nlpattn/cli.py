@@ -2,6 +2,7 @@
 
 Each subcommand lives in the module that owns the concept and is imported only when used,
 so `nlpattn --help` stays fast. Any `NlpattnError` becomes one line on stderr and exit 2.
+Before dispatching, the process keeps freed memory for reuse (`nlpattn.allocator`).
 """
 from __future__ import annotations
 
@@ -58,9 +59,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
+    from nlpattn.allocator import apply_from_environment
     from nlpattn.errors import NlpattnError
 
     args = parse(sys.argv[1:] if argv is None else argv)
+    apply_from_environment()  # large freed blocks stay in the heap: no page faults per step
     module_name, func_name = COMMANDS[args.command][0].split(":")
     try:
         func = getattr(importlib.import_module(module_name), func_name)

@@ -59,6 +59,9 @@ def cli_info(args) -> int:
 
 def main() -> int:
     """Run every demo stage in order."""
+    from nlpattn.allocator import apply_from_environment
+
+    apply_from_environment()  # as the nlpattn command does
     stage_models()
     stage_pretrain()
     stage_finetune()

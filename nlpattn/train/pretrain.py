@@ -303,6 +303,9 @@ def script_main(objective: str, argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="YAML config file")
     parser.add_argument("overrides", nargs="*", default=[], help="key=value overrides")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    from nlpattn.allocator import apply_from_environment
+
+    apply_from_environment()  # as the nlpattn command does
     try:
         cfg = load_config(args.config, [*args.overrides, f"objective={objective}"])
         summary = run_pretrain(cfg)
