@@ -26,6 +26,7 @@ def mlm_head_rows(n_masked: int) -> int:
 
 
 CE_CHUNK_BYTES = 8 * 2**20  # float32 logits per cross-entropy chunk: stays in cache, never B·T·V at once
+MLM_CE_ONE_CALL_BYTES = 16 * 2**20  # the MLM loss in one call up to 512 rows at V = 8192 (chunks are slower there)
 
 
 def chunked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, chunk_rows: int | None = None) -> torch.Tensor:
@@ -80,7 +81,11 @@ class MaskedLMHead(nn.Module):
         logits = self.logits(hidden.reshape(-1, hidden.shape[-1]).index_select(0, padded))  # (N + pad, V)
         targets = labels.reshape(-1).index_select(0, padded)
         targets[n:] = IGNORE_INDEX  # padding rows add nothing to the loss or the gradients
-        loss = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX) if n else logits.sum() * 0.0
+        # 1,024 masked rows at V = 8192 would make float32 logits and log-probabilities of 32 MiB each,
+        # which glibc maps and page-faults afresh every step: above MLM_CE_ONE_CALL_BYTES, 256-row chunks
+        one_call = logits.shape[0] * logits.shape[-1] * 4 <= MLM_CE_ONE_CALL_BYTES
+        rows_per_chunk = logits.shape[0] if one_call else max(1, CE_CHUNK_BYTES // (4 * logits.shape[-1]))
+        loss = chunked_cross_entropy(logits, targets, rows_per_chunk) if n else logits.sum() * 0.0
         return logits[:n], loss
 
 

@@ -1,9 +1,11 @@
-"""The causal LM's chunked cross-entropy equals the whole-array loss and gradient within float32 rounding."""
+"""The chunked cross-entropy (causal LM eval, the masked-LM head) equals the whole-array loss and gradient within float32 rounding."""
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from nlpattn import heads
+from nlpattn.config import ModelConfig
 from nlpattn.heads import IGNORE_INDEX, chunked_cross_entropy
 
 
@@ -43,3 +45,28 @@ def test_a_wrong_chunk_sum_would_fail():
     dropped = sum(F.cross_entropy(p, t, reduction="sum") for p, t in zip(logits.split(7)[1:], targets.split(7)[1:])) / 301
     step = float(np.spacing(np.float32(reference(logits, targets).item())))
     assert abs(dropped.item() - reference(logits, targets).item()) > 100 * step
+
+
+def test_masked_lm_head_loss_is_chunked_and_equals_the_whole_array_loss(monkeypatch):
+    """Under bf16 autocast the MLM head's loss runs in row chunks (spied), with the whole-array value and gradient."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=97, d_model=16, n_heads=2, d_ff=32, n_layers=1)
+    head = heads.MaskedLMHead(cfg, torch.nn.Embedding(97, 16))
+    hidden = torch.randn(4, 50, 16, requires_grad=True)
+    labels = torch.where(torch.rand(4, 50) < 0.3, torch.randint(0, 97, (4, 50)), IGNORE_INDEX)
+    monkeypatch.setattr(heads, "MLM_CE_ONE_CALL_BYTES", 4 * 97 * 16)  # above 16 rows: chunks
+    monkeypatch.setattr(heads, "CE_CHUNK_BYTES", 4 * 97 * 16)  # of 16 rows
+    calls = []
+    real = F.cross_entropy
+    monkeypatch.setattr(heads.F, "cross_entropy", lambda x, *a, **k: calls.append(x.shape[0]) or real(x, *a, **k))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, loss = head(hidden, labels)
+    assert logits.dtype == torch.bfloat16 and max(calls) == 16 and len(calls) > 2
+    (grad_ours,) = torch.autograd.grad(loss, hidden)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits_ref, _ = head(hidden, labels)
+    targets = labels.reshape(-1)[labels.reshape(-1) != IGNORE_INDEX]
+    ref = real(logits_ref.float(), targets)
+    (grad_ref,) = torch.autograd.grad(ref, hidden)
+    assert abs(loss.item() - ref.item()) <= 4 * float(np.spacing(np.float32(ref.item())))
+    torch.testing.assert_close(grad_ours, grad_ref, rtol=1e-2, atol=1e-6)
