@@ -1,7 +1,7 @@
 """`make bench`: the quick benchmarks one after another (never concurrently: they time things).
 
     python benchmarks/run_all.py          # reference diffs, model speed, tokenize speed, KV-cache generation,
-                                          # train throughput vs transformers/nanoGPT, pipeline overhead (minutes)
+                                          # train throughput vs transformers/nanoGPT, pipeline overhead, allocator (minutes)
     python benchmarks/run_all.py --long   # also the shakespeare anchor (~6 min) and SST-2 vs the peer (~45 min)
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 QUICK = ["reference_diffs.py", "model_speed.py", "tokenize_speed.py", "generate_cache.py",
-         "train_throughput.py", "pipeline.py"]
+         "train_throughput.py", "pipeline.py", "allocator.py"]
 LONG = ["shakespeare_anchor.py", "sst2_peer.py"]
 
 

@@ -360,7 +360,8 @@ def markdown(result: dict) -> str:
              f"seq {a['seq']}, batch {a['batch']}, dropout {a['dropout']}; median of {a['steps']} steps "
              f"after {a['warmup']}; each model in its own process"
              + (f"; median over {a['rounds']} interleaved rounds" if a.get("rounds", 1) > 1 else "")
-             + ("; every process keeps freed memory (glibc mallopt)" if a.get("keep_freed_memory") else "") + ".", ""]
+             + (f"; every process keeps freed memory (glibc mallopt, mmap threshold {a.get('mmap_threshold_mib', 1024)} MiB)"
+                if a.get("keep_freed_memory") else "") + ".", ""]
     for dtype, peak in result["peaks"].items():
         gflops = peak / 1e9  # two significant digits below 10: bf16 without a native kernel runs at ~0.3
         lines.append(f"- matmul peak {dtype}: {f'{gflops:,.0f}' if gflops >= 10 else f'{gflops:.2g}'} GFLOP/s")
@@ -438,7 +439,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated: " + ",".join(MODELS))
     p.add_argument("--device", default="cpu")
     p.add_argument("--keep-freed-memory", action="store_true",
-                   help="every model's process keeps freed blocks for reuse (nlpattn.allocator), as the nlpattn command does")
+                   help="every model's process keeps freed memory (nlpattn.allocator), as the nlpattn command does")
+    p.add_argument("--mmap-threshold-mib", type=int, default=32,
+                   help="with --keep-freed-memory: blocks above this many MiB are still mapped afresh (32: the command's)")
     p.add_argument("--out", default="runs/bench/train_throughput", help="writes OUT.json and OUT.md")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--dtype", default="fp32", help=argparse.SUPPRESS)
@@ -446,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.worker:
         if a.threads:
             torch.set_num_threads(a.threads)
-        if a.keep_freed_memory and not keep_freed_memory():
+        if a.keep_freed_memory and not keep_freed_memory(mmap_threshold=a.mmap_threshold_mib << 20):
             raise SystemExit("--keep-freed-memory: this C library has no glibc mallopt")
         print(json.dumps(worker(a)), flush=True)
         return 0

@@ -1,13 +1,16 @@
-"""The process's C allocator: keep freed large blocks for reuse instead of handing them back.
+"""The process's C allocator: keep the heap's freed memory instead of handing it back each step.
 
-glibc serves every allocation above a threshold (32 MiB at most, by default) with a fresh
-`mmap` and returns it to the kernel on free. A tensor that size — a (batch·seq, vocab) logits
-matrix, say — is then page-faulted in, page by page, on every step: measured on a 2-core Xeon,
-bf16 `F.linear` to 2048 × 8192 logits took 12.2 ms, of which ~7.5 ms were page faults, and
-4.6 ms once the block was reused. Raising glibc's mmap and trim thresholds (`mallopt`) keeps
-such blocks in the heap. It is what tcmalloc or jemalloc via LD_PRELOAD give, without a
-preload. The cost: the process does not hand freed memory back until it exits (peak RSS is
-unchanged; RSS after a peak stays near it).
+glibc gives freed memory back to the kernel whenever more than its trim threshold is free at the
+top of the heap. A training step frees tens of megabytes of activations at its end, so the
+next step page-faults them in again, a 4 KiB page at a time, each page zeroed by the kernel.
+`keep_freed_memory()` raises the trim threshold to 1 GiB and pins the mmap threshold at
+32 MiB — the ceiling glibc's own adaptive threshold reaches — because setting either turns the
+adaptation off (left alone, blocks from 128 KiB up would be mapped afresh every time).
+Blocks above 32 MiB are still mapped and returned on free: raising that limit too removes their
+page faults but fragments the heap — posix_memalign, which PyTorch calls, cannot reuse a freed
+block of the very size it asks for, so the heap grows by a block per step before it settles
+(measured in docs/results.md). Large blocks are avoided in the training step instead (the
+masked-LM loss runs in row chunks).
 
 The `nlpattn` command applies it at start-up; `NLPATTN_KEEP_FREED_MEMORY=0` turns it off.
 Library users call `keep_freed_memory()` themselves; importing nlpattn changes nothing.
@@ -20,7 +23,8 @@ import os
 
 ENV_SWITCH = "NLPATTN_KEEP_FREED_MEMORY"  # "0" turns the command's start-up call off
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
-DEFAULT_LIMIT = 1 << 30  # blocks up to 1 GiB come from the heap and stay there when freed
+TRIM_THRESHOLD = 1 << 30  # up to 1 GiB free at the heap's top stays in the process
+MMAP_THRESHOLD = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: what it adapts up to anyway
 
 
 def _glibc():
@@ -37,14 +41,25 @@ def _glibc():
         return None
 
 
-def keep_freed_memory(limit: int = DEFAULT_LIMIT) -> bool:
-    """Make glibc keep freed blocks up to `limit` bytes for reuse; False where that is not possible."""
+def keep_freed_memory(trim_threshold: int = TRIM_THRESHOLD, mmap_threshold: int = MMAP_THRESHOLD) -> bool:
+    """Make glibc keep up to `trim_threshold` bytes of freed heap; False where that is not possible."""
     libc = _glibc()
     if libc is None:
         return False
-    # mallopt returns 1 on success; the mmap threshold is the one that matters, the trim threshold
-    # stops the heap's top from being handed back between steps.
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, int(limit))) and bool(libc.mallopt(M_TRIM_THRESHOLD, int(limit)))
+    # mallopt returns 1 on success
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(libc.mallopt(M_TRIM_THRESHOLD, int(trim_threshold)))
+
+
+def release_free_memory() -> bool:
+    """Hand the heap's free memory back to the kernel now (glibc `malloc_trim`); False where not possible.
+
+    Before a fresh peak-RSS reading: memory kept by `keep_freed_memory` would otherwise count
+    in the next reading as if the next piece of work had used it."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)  # returns 1 if it released memory, 0 if none was free: both are success
+    return True
 
 
 def apply_from_environment(environ: dict | None = None) -> bool:

@@ -60,6 +60,9 @@ def reset_peak_memory() -> None:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
         return
+    from nlpattn.allocator import release_free_memory
+
+    release_free_memory()  # blocks the last stage freed but the process kept must not count in the next peak
     try:
         Path("/proc/self/clear_refs").write_text("5")  # Linux: resets VmHWM, i.e. ru_maxrss
     except OSError:
