@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from nlpattn.errors import NlpattnError
 
     args = parse(sys.argv[1:] if argv is None else argv)
-    apply_from_environment()  # large freed blocks stay in the heap: no page faults per step
+    apply_from_environment()  # a step's freed memory stays in the heap for the next step
     module_name, func_name = COMMANDS[args.command][0].split(":")
     try:
         func = getattr(importlib.import_module(module_name), func_name)

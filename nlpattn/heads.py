@@ -26,17 +26,20 @@ def mlm_head_rows(n_masked: int) -> int:
 
 
 CE_CHUNK_BYTES = 8 * 2**20  # float32 logits per cross-entropy chunk: stays in cache, never B·T·V at once
-MLM_CE_ONE_CALL_BYTES = 16 * 2**20  # the MLM loss in one call up to 512 rows at V = 8192 (chunks are slower there)
+CE_ONE_CALL_BYTES = 16 * 2**20  # up to this much float32 logits, one call: chunks cost more there, and larger
+# blocks (32 MiB and up) glibc maps and page-faults afresh on every call
 
 
 def chunked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, chunk_rows: int | None = None) -> torch.Tensor:
     """Mean cross-entropy of logits (N, V) against targets (N,) (IGNORE_INDEX skipped), computed over
     row chunks upcast to float32 one at a time: the same value and gradient as
     `F.cross_entropy(logits.float(), targets)` within float32 rounding (the sum runs per chunk), without
-    the N·V float32 copy, log-probabilities and gradient that the whole-array call allocates for bf16 /
-    fp16 logits (float32 logits need no copy: one call unless `chunk_rows` is given)."""
-    rows = chunk_rows or max(1, CE_CHUNK_BYTES // (4 * logits.shape[-1]))
-    if logits.shape[0] <= rows or (chunk_rows is None and logits.dtype == torch.float32):  # fp32: no copy to save
+    the N·V float32 copy, log-probabilities and gradient that the whole-array call allocates. By
+    default one call up to CE_ONE_CALL_BYTES of float32 logits (512 rows at V = 8192), else chunks
+    of CE_CHUNK_BYTES."""
+    one_call = logits.shape[0] * logits.shape[-1] * 4 <= CE_ONE_CALL_BYTES
+    rows = chunk_rows or (logits.shape[0] if one_call else max(1, CE_CHUNK_BYTES // (4 * logits.shape[-1])))
+    if logits.shape[0] <= rows:
         return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX)
     total = sum(F.cross_entropy(part.float(), t, ignore_index=IGNORE_INDEX, reduction="sum")
                 for part, t in zip(logits.split(rows), targets.split(rows)))  # split: one cat in backward
@@ -81,11 +84,8 @@ class MaskedLMHead(nn.Module):
         logits = self.logits(hidden.reshape(-1, hidden.shape[-1]).index_select(0, padded))  # (N + pad, V)
         targets = labels.reshape(-1).index_select(0, padded)
         targets[n:] = IGNORE_INDEX  # padding rows add nothing to the loss or the gradients
-        # 1,024 masked rows at V = 8192 would make float32 logits and log-probabilities of 32 MiB each,
-        # which glibc maps and page-faults afresh every step: above MLM_CE_ONE_CALL_BYTES, 256-row chunks
-        one_call = logits.shape[0] * logits.shape[-1] * 4 <= MLM_CE_ONE_CALL_BYTES
-        rows_per_chunk = logits.shape[0] if one_call else max(1, CE_CHUNK_BYTES // (4 * logits.shape[-1]))
-        loss = chunked_cross_entropy(logits, targets, rows_per_chunk) if n else logits.sum() * 0.0
+        # chunked: the shipped recipe's 1,024 masked rows would make 32 MiB float32 blocks every step
+        loss = chunked_cross_entropy(logits, targets) if n else logits.sum() * 0.0
         return logits[:n], loss
 
 

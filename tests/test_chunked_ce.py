@@ -54,7 +54,7 @@ def test_masked_lm_head_loss_is_chunked_and_equals_the_whole_array_loss(monkeypa
     head = heads.MaskedLMHead(cfg, torch.nn.Embedding(97, 16))
     hidden = torch.randn(4, 50, 16, requires_grad=True)
     labels = torch.where(torch.rand(4, 50) < 0.3, torch.randint(0, 97, (4, 50)), IGNORE_INDEX)
-    monkeypatch.setattr(heads, "MLM_CE_ONE_CALL_BYTES", 4 * 97 * 16)  # above 16 rows: chunks
+    monkeypatch.setattr(heads, "CE_ONE_CALL_BYTES", 4 * 97 * 16)  # above 16 rows: chunks
     monkeypatch.setattr(heads, "CE_CHUNK_BYTES", 4 * 97 * 16)  # of 16 rows
     calls = []
     real = F.cross_entropy
