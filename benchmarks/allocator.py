@@ -2,9 +2,10 @@
 
 Workloads, each repeated: "step", a training step's activations (40 blocks of 4 MiB allocated,
 filled and freed together), and "logits", an LM head's (rows, vocab) output (`F.linear`, 64 MiB in
-float32 at the default shape, 33 MB in bf16). Settings: glibc's default; `keep_freed_memory()` as
-the nlpattn command applies it (trim threshold 1 GiB, mmap threshold 32 MiB); and the same with the
-mmap threshold at 1 GiB, which also keeps blocks above 32 MiB in the heap. Each workload × setting
+float32 at the default shape, 33 MB in bf16). Settings: glibc's default; `keep_freed_memory()`
+(trim threshold 1 GiB, mmap threshold 32 MiB), as the nlpattn command applies it; that and PyTorch's
+huge pages for blocks of 2 MiB and more (THP_MEM_ALLOC_ENABLE=1, not applied); and `keep_freed_memory()`
+with the mmap threshold at 1 GiB, which also keeps blocks above 32 MiB in the heap. Each workload × setting
 runs in a fresh process (mallopt is process-wide, and glibc's adaptive thresholds remember what
 was freed before). Reports median ms, minor page faults per call and the resident memory the
 process grew by over the repetitions.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -25,7 +27,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-SETTINGS = {"glibc default": None, "kept (mmap 32 MiB)": 32 << 20, "kept, mmap 1 GiB": 1 << 30}
+from nlpattn.allocator import TORCH_HUGE_PAGES_ENV
+
+# name → (keep_freed_memory's mmap threshold or None for glibc's default, PyTorch's huge pages)
+SETTINGS = {"glibc default": (None, False), "kept (mmap 32 MiB)": (32 << 20, False),
+            "kept + huge pages": (32 << 20, True), "kept, mmap 1 GiB": (1 << 30, False)}
 WORKLOADS = ("step", "logits fp32", "logits bf16")
 
 
@@ -69,7 +75,7 @@ def worker(a: argparse.Namespace) -> dict:
     """One workload under one setting, in this process."""
     if a.threads:
         torch.set_num_threads(a.threads)
-    mmap_threshold = SETTINGS[a.worker]
+    mmap_threshold, _ = SETTINGS[a.worker]
     if mmap_threshold is not None:
         from nlpattn.allocator import keep_freed_memory
 
@@ -95,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in WORKLOADS:
         for setting in SETTINGS:
             cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--worker", setting, "--workload", name]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            # PyTorch reads its huge-page switch at its first allocation: it goes in the worker's environment
+            env = {**os.environ, TORCH_HUGE_PAGES_ENV: "1"} if SETTINGS[setting][1] else None
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
             results[setting][name] = json.loads(out.strip().splitlines()[-1])
     print(f"torch {torch.__version__}, {a.threads or torch.get_num_threads()} threads; step: {a.blocks} × "
           f"{a.block_mib} MiB; logits: ({a.rows} × {a.d}) → ({a.rows} × {a.vocab}); {a.steps} calls after {a.warmup}")

@@ -5,7 +5,7 @@ Every model is built from a config of the same shape (random init, nothing downl
 in its own subprocess, so its peak RSS is its own. A training step is forward + backward + fused
 AdamW step on one random batch (MLM: 15% of positions labelled; CLM: labels = inputs); train
 tokens/s is batch·seq ÷ the median step time after warm-up; inference tokens/s is one forward
-(all logits, no labels, inference mode) likewise. fp32 runs plain; bf16 runs every model under
+(all logits, no labels, inference mode) likewise, in a second fresh process. fp32 runs plain; bf16 runs every model under
 the same `torch.autocast`. MFU = tokens/s × model FLOPs per token ÷ the peak of an n×n matmul
 measured in this run for the same dtype and threads; the FLOPs per token are the same for every
 model of an objective (`nlpattn.cost.analytic` at this shape: the MLM head counts the masked
@@ -32,6 +32,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import re
 import resource
 import statistics
@@ -44,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nlpattn.allocator import keep_freed_memory
+from nlpattn.allocator import TORCH_HUGE_PAGES_ENV, keep_freed_memory, kernel_huge_page_mode, memory_settings
 from nlpattn.config import ModelConfig
 
 MODELS = {"nlpattn-mlm": "mlm", "bert": "mlm", "nlpattn-clm": "clm", "gpt2": "clm", "nanogpt": "clm"}
@@ -227,16 +228,26 @@ def peak_rss_mib(device: torch.device) -> float:
 
 
 def worker(a: argparse.Namespace) -> dict:
-    """Train then infer with one model in one dtype; returns the measurements."""
+    """One model in one dtype: a.phase "train" (steps, losses, peak RSS) or "infer" (inference tokens/s)."""
     device = torch.device(a.device)
     torch.manual_seed(0)
     model = build(a.worker, a).to(device)
     if parse_variant(a.worker)[1].get("compile"):
         model = torch.compile(model)
     objective = objective_of(a.worker)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     autocast = torch.autocast(device.type, dtype=DTYPES[a.dtype], enabled=a.dtype != "fp32")
-    batch, losses = make_batch(objective, a, device), []
+    batch, tokens = make_batch(objective, a, device), a.batch * a.seq
+    row = {"model": a.worker, "dtype": a.dtype, "objective": objective, "memory": memory_settings()}
+    if a.phase == "infer":
+        model.eval()
+
+        def infer() -> None:
+            with torch.inference_mode(), autocast:
+                model(input_ids=batch["input_ids"])
+
+        return {**row, "infer_tok_s": tokens / statistics.median(timed(infer, a.steps, a.warmup, device))}
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    losses = []
 
     def train_step() -> None:
         with autocast:
@@ -250,20 +261,9 @@ def worker(a: argparse.Namespace) -> dict:
     warm_start = time.perf_counter()
     train = timed(train_step, a.steps, a.warmup, device)
     warmup_s = time.perf_counter() - warm_start - sum(train)
-    rss = peak_rss_mib(device)
-    model.eval()
-
-    def infer() -> None:
-        with torch.inference_mode(), autocast:
-            model(input_ids=batch["input_ids"])
-
-    infer_t = timed(infer, a.steps, a.warmup, device)
-    tokens = a.batch * a.seq
-    return {"model": a.worker, "dtype": a.dtype, "objective": objective,
-            "params": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
+    return {**row, "params": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
             "train_step_ms": statistics.median(train) * 1e3, "train_tok_s": tokens / statistics.median(train),
-            "infer_tok_s": tokens / statistics.median(infer_t), "peak_rss_mib": rss,
-            "loss_first": float(losses[0]), "loss_last": float(losses[-1]),
+            "peak_rss_mib": peak_rss_mib(device), "loss_first": float(losses[0]), "loss_last": float(losses[-1]),
             "warmup_extra_s": max(0.0, warmup_s - a.warmup * statistics.median(train))}
 
 
@@ -292,13 +292,24 @@ def model_flops_per_token(objective: str, a: argparse.Namespace, inference: bool
     return (forward if inference else 3 * forward) / (a.batch * a.seq)
 
 
-def run_worker(name: str, dtype: str, argv: list[str]) -> dict:
-    """One model in its own process; its JSON result (or the error)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--worker", name, "--dtype", dtype]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {"model": name, "dtype": dtype, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def run_worker(name: str, dtype: str, argv: list[str], huge_pages: bool = False) -> dict:
+    """One model's training, then its inference, each in a fresh process: its JSON result (or the error).
+
+    Inference gets a process of its own because what a training run leaves in the heap decides
+    whether the logits' 32-64 MiB block is reused or mapped and page-faulted afresh each pass (a
+    third of the pass in bf16, measured): measured after training, inference would rank each
+    model's training memory, not its forward."""
+    # PyTorch reads its huge-page switch at its first allocation: it must be in the worker's environment
+    env = {**os.environ, TORCH_HUGE_PAGES_ENV: "1"} if huge_pages else None
+    row = {}
+    for phase in ("train", "infer"):
+        cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--worker", name, "--dtype", dtype,
+               "--phase", phase]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            return {"model": name, "dtype": dtype, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+        row.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return row
 
 
 def add_ratios(rows: list[dict]) -> None:
@@ -358,10 +369,12 @@ def markdown(result: dict) -> str:
     lines = [f"CPU: {m['cpu']} ({flags}); {m.get('gpu', 'no GPU')}; torch {m['torch']}, {m['threads']} threads. "
              f"d {a['d']}, {a['layers']} layers, {a['heads']} heads, ffn {a['ffn']}, vocab {a['vocab']}, "
              f"seq {a['seq']}, batch {a['batch']}, dropout {a['dropout']}; median of {a['steps']} steps "
-             f"after {a['warmup']}; each model in its own process"
+             f"after {a['warmup']}; each model in its own process, inference in another"
              + (f"; median over {a['rounds']} interleaved rounds" if a.get("rounds", 1) > 1 else "")
              + (f"; every process keeps freed memory (glibc mallopt, mmap threshold {a.get('mmap_threshold_mib', 1024)} MiB)"
-                if a.get("keep_freed_memory") else "") + ".", ""]
+                if a.get("keep_freed_memory") else "")
+             + ("; every process asks PyTorch for huge pages (THP_MEM_ALLOC_ENABLE=1)" if a.get("huge_pages") else "")
+             + ".", ""]
     for dtype, peak in result["peaks"].items():
         gflops = peak / 1e9  # two significant digits below 10: bf16 without a native kernel runs at ~0.3
         lines.append(f"- matmul peak {dtype}: {f'{gflops:,.0f}' if gflops >= 10 else f'{gflops:.2g}'} GFLOP/s")
@@ -407,7 +420,7 @@ def parent(a: argparse.Namespace, argv: list[str]) -> dict:
             if dtype not in result["peaks"]:
                 result["peaks"][dtype] = matmul_peak_flops(DTYPES[dtype], a.device, n=a.peak_n)
             for name in models:
-                row = run_worker(name, dtype, argv)
+                row = run_worker(name, dtype, argv, a.huge_pages)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
         rounds.append(rows)
@@ -442,15 +455,20 @@ def main(argv: list[str] | None = None) -> int:
                    help="every model's process keeps freed memory (nlpattn.allocator), as the nlpattn command does")
     p.add_argument("--mmap-threshold-mib", type=int, default=32,
                    help="with --keep-freed-memory: blocks above this many MiB are still mapped afresh (32: the command's)")
+    p.add_argument("--huge-pages", action="store_true",
+                   help="every model's process gets PyTorch's huge pages for blocks of 2 MiB and more (THP_MEM_ALLOC_ENABLE=1)")
     p.add_argument("--out", default="runs/bench/train_throughput", help="writes OUT.json and OUT.md")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--dtype", default="fp32", help=argparse.SUPPRESS)
+    p.add_argument("--phase", choices=("train", "infer"), default="train", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
         if a.threads:
             torch.set_num_threads(a.threads)
         if a.keep_freed_memory and not keep_freed_memory(mmap_threshold=a.mmap_threshold_mib << 20):
             raise SystemExit("--keep-freed-memory: this C library has no glibc mallopt")
+        if a.huge_pages and kernel_huge_page_mode() not in ("madvise", "always"):
+            raise SystemExit(f"--huge-pages: the kernel's transparent huge pages are {kernel_huge_page_mode()}")
         print(json.dumps(worker(a)), flush=True)
         return 0
     parent(a, argv)

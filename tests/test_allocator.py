@@ -89,3 +89,61 @@ def test_the_command_applies_it(monkeypatch):
     monkeypatch.setattr(allocator, "apply_from_environment", lambda: calls.append(1) or True)
     assert cli.main(["info", "--config", "configs/pretrain/mlm-small.yaml"]) == 0
     assert calls == [1]
+
+
+HUGE_PAGES_POSSIBLE = allocator.kernel_huge_page_mode() in ("madvise", "always")
+
+# In a fresh interpreter whose environment may carry PyTorch's huge-page switch: minor page faults
+# while a fresh 64 MiB block (a batch's logits at vocabulary 8192) is written, the huge pages the
+# process then holds, and what memory_settings reports.
+HUGE_PROBE = """
+import json, resource, torch
+from nlpattn import allocator
+def faults(): return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def huge_kib():
+    for line in open('/proc/self/smaps_rollup'):
+        if line.startswith('AnonHugePages:'):
+            return int(line.split()[1])
+f0 = faults()
+block = torch.empty(16 << 20).fill_(1.0)
+print(json.dumps({"faults": faults() - f0, "huge_kib": huge_kib(), "settings": allocator.memory_settings()}))
+"""
+
+
+def huge_probe(switch: str) -> dict:
+    """HUGE_PROBE's report in a new process with THP_MEM_ALLOC_ENABLE=switch."""
+    env = {"THP_MEM_ALLOC_ENABLE": switch, "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", HUGE_PROBE], capture_output=True, text=True, env=env, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_memory_settings_report_huge_pages_exactly_when_pytorch_uses_them():
+    asked, plain = huge_probe("1"), huge_probe("0")
+    small_pages = (64 << 20) // 4096
+    assert plain["settings"] == {"keep_freed_memory": False, "huge_pages": False}
+    assert plain["faults"] > 0.9 * small_pages  # one fault per 4 KiB page written
+    assert asked["settings"]["huge_pages"] is HUGE_PAGES_POSSIBLE
+    if HUGE_PAGES_POSSIBLE:  # 2 MiB pages: a fault each
+        assert asked["faults"] < 0.1 * small_pages and asked["huge_kib"] >= 32 << 10
+    else:  # kernel mode "never", or no THP: the switch changes nothing
+        assert asked["faults"] > 0.9 * small_pages
+
+
+def test_kernel_huge_page_mode_reads_the_bracketed_word(tmp_path):
+    mode = tmp_path / "enabled"
+    mode.write_text("always [madvise] never\n")
+    assert allocator.kernel_huge_page_mode(mode) == "madvise"
+    mode.write_text("[always] madvise never\n")
+    assert allocator.kernel_huge_page_mode(mode) == "always"
+    assert allocator.kernel_huge_page_mode(tmp_path / "absent") is None
+
+
+def test_the_run_summary_says_what_memory_settings_it_ran_with(tmp_path):
+    from test_train_utils import child_env, run_cli, tiny_overrides
+
+    assert "THP_MEM_ALLOC_ENABLE" not in child_env()
+    result = run_cli(["pretrain", *tiny_overrides(tmp_path / "data", tmp_path / "run", max_steps=2)])
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["memory"] == {"keep_freed_memory": allocator._glibc() is not None, "huge_pages": False}
+    assert f"keep_freed_memory {'on' if allocator._glibc() else 'off'}, huge_pages off" in result.stdout + result.stderr

@@ -185,11 +185,12 @@ def test_activation_times_each_gelu_in_both_dtypes(capsys):
     assert "gelu tanh via float32" in lines[2]
 
 
-def test_allocator_compares_three_settings_on_each_workload(capsys):
+def test_allocator_compares_four_settings_on_each_workload(capsys):
     tiny = ["--rows", "8", "--d", "4", "--vocab", "16", "--blocks", "2", "--block-mib", "1", "--steps", "2",
             "--warmup", "1", "--threads", "1"]
     assert load("allocator").main(tiny) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1] == "| workload | glibc default | kept (mmap 32 MiB) | kept, mmap 1 GiB |"
+    assert lines[1] == ("| workload | glibc default | kept (mmap 32 MiB) | kept + huge pages "
+                        "| kept, mmap 1 GiB |")
     assert [line.split(" | ")[0] for line in lines[3:]] == ["| step", "| logits fp32", "| logits bf16"]
-    assert all(line.count("faults") == 3 for line in lines[3:])
+    assert all(line.count("faults") == 4 for line in lines[3:])

@@ -21,12 +21,14 @@ TINY = ["--d", "32", "--layers", "1", "--heads", "2", "--ffn", "64", "--vocab", 
 @pytest.mark.parametrize("name", list(tt.MODELS))
 def test_every_model_trains_and_infers(name, one_thread):
     a = argparse.Namespace(d=32, layers=1, heads=2, ffn=64, vocab=128, seq=16, batch=2, steps=2,
-                                                    warmup=1, dropout=0.0, device="cpu", worker=name, dtype="bf16")
+                           warmup=1, dropout=0.0, device="cpu", worker=name, dtype="bf16", phase="train")
     row = tt.worker(a)
     assert row["model"] == name and row["objective"] == tt.MODELS[name]
     assert math.isfinite(row["loss_first"]) and abs(row["loss_first"] - math.log(128)) < 0.5  # random init ≈ ln V
-    assert row["train_tok_s"] > 0 and row["infer_tok_s"] > 0 and row["peak_rss_mib"] > 0
+    assert row["train_tok_s"] > 0 and row["peak_rss_mib"] > 0 and "infer_tok_s" not in row
     assert 28_000 < row["params"] < 31_000  # same shape: 128·32 tied embeddings, 512·32 positions, one block
+    inference = tt.worker(argparse.Namespace(**{**vars(a), "phase": "infer"}))  # in a process of its own
+    assert inference["infer_tok_s"] > 0 and "train_tok_s" not in inference
 
 
 def test_benchmark_writes_json_and_markdown(tmp_path):
@@ -50,6 +52,22 @@ def test_benchmark_writes_json_and_markdown(tmp_path):
     assert ours["train_vs_fp32"] == pytest.approx(ours["train_tok_s"] / rows["nlpattn-clm", "fp32"]["train_tok_s"])
     md = out.with_suffix(".md").read_text()
     assert result["machine"]["cpu"] in md and "| nlpattn-clm | bf16 |" in md and "× nanogpt" in md
+
+
+def test_huge_pages_reach_every_worker_where_the_kernel_allows(tmp_path):
+    from nlpattn.allocator import kernel_huge_page_mode
+
+    out = tmp_path / "tt"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks/train_throughput.py"), *TINY, "--dtypes", "fp32",
+                           "--models", "nlpattn-mlm,bert", "--huge-pages", "--out", str(out)], capture_output=True,
+                          text=True, cwd=REPO, env=child_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    if kernel_huge_page_mode() in ("madvise", "always"):
+        assert [r["memory"]["huge_pages"] for r in rows] == [True, True], rows
+        assert "huge pages (THP_MEM_ALLOC_ENABLE=1)" in out.with_suffix(".md").read_text()
+    else:  # a worker refuses rather than measure something else than asked
+        assert all("--huge-pages: the kernel's transparent huge pages are" in r["error"] for r in rows), rows
 
 
 def test_flops_per_token_of_the_benchmark_shape():

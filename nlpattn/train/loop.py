@@ -21,6 +21,7 @@ from typing import Callable, Protocol
 import torch
 from torch import nn
 
+from nlpattn.allocator import memory_settings
 from nlpattn.config import TrainConfig
 from nlpattn.errors import CheckpointError, NlpattnError, TrainingError
 from nlpattn.fileio import atomic_write_json
@@ -277,7 +278,8 @@ class Trainer:
 
     def _start_line(self) -> str:
         peak = "unknown" if self.peak is None else f"{self.peak[0] / 1e9:,.1f} GFLOP/s ({self.peak[1]})"
-        return f"precision {self.precision} ({self.precision_reason}); peak {peak} per process"
+        memory = ", ".join(f"{k} {'on' if v else 'off'}" for k, v in memory_settings().items())
+        return f"precision {self.precision} ({self.precision_reason}); peak {peak} per process; {memory}"
 
     def _mfu(self, flops: float, tokens: float, seconds: float) -> dict:
         """flops_per_token and mfu (achieved FLOP/s ÷ the peak of all processes); None if unknown."""
@@ -496,7 +498,7 @@ class Trainer:
                    "peak_mem_mib": round(peak_memory_mib(), 1), "stop_reason": reason,
                    "nan_skipped": st.nan_skipped, "params": self.n_params,
                    "processes": self.accelerator.num_processes, "precision": self.precision,
-                   "precision_reason": self.precision_reason,
+                   "precision_reason": self.precision_reason, "memory": memory_settings(),
                    **self._mfu(st.flops, st.tokens, st.train_s),
                    "peak_flops": self.peak[0] if self.peak else None,
                    "peak_flops_source": self.peak[1] if self.peak else None,
