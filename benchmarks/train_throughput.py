@@ -227,25 +227,13 @@ def peak_rss_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def worker(a: argparse.Namespace) -> dict:
-    """One model in one dtype: a.phase "train" (steps, losses, peak RSS) or "infer" (inference tokens/s)."""
-    device = torch.device(a.device)
-    torch.manual_seed(0)
-    model = build(a.worker, a).to(device)
-    if parse_variant(a.worker)[1].get("compile"):
-        model = torch.compile(model)
-    objective = objective_of(a.worker)
-    autocast = torch.autocast(device.type, dtype=DTYPES[a.dtype], enabled=a.dtype != "fp32")
-    batch, tokens = make_batch(objective, a, device), a.batch * a.seq
-    row = {"model": a.worker, "dtype": a.dtype, "objective": objective, "memory": memory_settings()}
-    if a.phase == "infer":
-        model.eval()
+def minor_faults() -> int:
+    """Minor page faults of this process so far (0 where getrusage does not count them)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
-        def infer() -> None:
-            with torch.inference_mode(), autocast:
-                model(input_ids=batch["input_ids"])
 
-        return {**row, "infer_tok_s": tokens / statistics.median(timed(infer, a.steps, a.warmup, device))}
+def measure_training(model, batch: dict, autocast, a: argparse.Namespace, device: torch.device) -> dict:
+    """Forward + backward + fused AdamW: step time, tokens/s, first and last loss, peak RSS."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     losses = []
 
@@ -261,10 +249,43 @@ def worker(a: argparse.Namespace) -> dict:
     warm_start = time.perf_counter()
     train = timed(train_step, a.steps, a.warmup, device)
     warmup_s = time.perf_counter() - warm_start - sum(train)
-    return {**row, "params": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
-            "train_step_ms": statistics.median(train) * 1e3, "train_tok_s": tokens / statistics.median(train),
+    return {"params": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
+            "train_step_ms": statistics.median(train) * 1e3, "train_tok_s": a.batch * a.seq / statistics.median(train),
             "peak_rss_mib": peak_rss_mib(device), "loss_first": float(losses[0]), "loss_last": float(losses[-1]),
             "warmup_extra_s": max(0.0, warmup_s - a.warmup * statistics.median(train))}
+
+
+def measure_inference(model, batch: dict, autocast, a: argparse.Namespace, device: torch.device) -> dict:
+    """One forward to all logits in inference mode: tokens/s and page faults per pass."""
+    model.eval()
+
+    def infer() -> None:
+        with torch.inference_mode(), autocast:
+            model(input_ids=batch["input_ids"])
+
+    faults = minor_faults()
+    times = timed(infer, a.steps, a.warmup, device)
+    return {"infer_tok_s": a.batch * a.seq / statistics.median(times),
+            "infer_faults_per_pass": (minor_faults() - faults) / (a.steps + a.warmup)}
+
+
+def worker(a: argparse.Namespace) -> dict:
+    """One model in one dtype, a.phase: "train", "infer", or "train+infer" (inference after training,
+    in the same process); returns the measurements."""
+    device = torch.device(a.device)
+    torch.manual_seed(0)
+    model = build(a.worker, a).to(device)
+    if parse_variant(a.worker)[1].get("compile"):
+        model = torch.compile(model)
+    objective = objective_of(a.worker)
+    autocast = torch.autocast(device.type, dtype=DTYPES[a.dtype], enabled=a.dtype != "fp32")
+    batch = make_batch(objective, a, device)
+    row = {"model": a.worker, "dtype": a.dtype, "objective": objective, "memory": memory_settings()}
+    if "train" in a.phase:
+        row.update(measure_training(model, batch, autocast, a, device))
+    if "infer" in a.phase:
+        row.update(measure_inference(model, batch, autocast, a, device))
+    return row
 
 
 # --- the parent: peaks, subprocesses, table --------------------------------------------------
@@ -292,8 +313,10 @@ def model_flops_per_token(objective: str, a: argparse.Namespace, inference: bool
     return (forward if inference else 3 * forward) / (a.batch * a.seq)
 
 
-def run_worker(name: str, dtype: str, argv: list[str], huge_pages: bool = False) -> dict:
-    """One model's training, then its inference, each in a fresh process: its JSON result (or the error).
+def run_worker(name: str, dtype: str, argv: list[str], huge_pages: bool = False,
+               after_training: bool = False) -> dict:
+    """One model's training, then its inference, each in a fresh process (or both in one process
+    with after_training): its JSON result (or the error).
 
     Inference gets a process of its own because what a training run leaves in the heap decides
     whether the logits' 32-64 MiB block is reused or mapped and page-faulted afresh each pass (a
@@ -302,7 +325,7 @@ def run_worker(name: str, dtype: str, argv: list[str], huge_pages: bool = False)
     # PyTorch reads its huge-page switch at its first allocation: it must be in the worker's environment
     env = {**os.environ, TORCH_HUGE_PAGES_ENV: "1"} if huge_pages else None
     row = {}
-    for phase in ("train", "infer"):
+    for phase in (("train+infer",) if after_training else ("train", "infer")):
         cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--worker", name, "--dtype", dtype,
                "--phase", phase]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -334,7 +357,8 @@ def add_ratios(rows: list[dict]) -> None:
 
 def median_rows(rounds: list[list[dict]]) -> list[dict]:
     """One row per (model, dtype): each measured figure's median over the rounds."""
-    keys = ("train_step_ms", "train_tok_s", "infer_tok_s", "peak_rss_mib", "warmup_extra_s")
+    keys = ("train_step_ms", "train_tok_s", "infer_tok_s", "peak_rss_mib", "warmup_extra_s",
+            "infer_faults_per_pass")
     out = []
     for i, first in enumerate(rounds[0]):
         same = [r[i] for r in rounds if "error" not in r[i]]
@@ -369,7 +393,8 @@ def markdown(result: dict) -> str:
     lines = [f"CPU: {m['cpu']} ({flags}); {m.get('gpu', 'no GPU')}; torch {m['torch']}, {m['threads']} threads. "
              f"d {a['d']}, {a['layers']} layers, {a['heads']} heads, ffn {a['ffn']}, vocab {a['vocab']}, "
              f"seq {a['seq']}, batch {a['batch']}, dropout {a['dropout']}; median of {a['steps']} steps "
-             f"after {a['warmup']}; each model in its own process, inference in another"
+             f"after {a['warmup']}; each model in its own process"
+             + ("" if a.get("inference_after_training") else ", inference in another")
              + (f"; median over {a['rounds']} interleaved rounds" if a.get("rounds", 1) > 1 else "")
              + (f"; every process keeps freed memory (glibc mallopt, mmap threshold {a.get('mmap_threshold_mib', 1024)} MiB)"
                 if a.get("keep_freed_memory") else "")
@@ -420,7 +445,7 @@ def parent(a: argparse.Namespace, argv: list[str]) -> dict:
             if dtype not in result["peaks"]:
                 result["peaks"][dtype] = matmul_peak_flops(DTYPES[dtype], a.device, n=a.peak_n)
             for name in models:
-                row = run_worker(name, dtype, argv, a.huge_pages)
+                row = run_worker(name, dtype, argv, a.huge_pages, a.inference_after_training)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
         rounds.append(rows)
@@ -460,7 +485,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/bench/train_throughput", help="writes OUT.json and OUT.md")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--dtype", default="fp32", help=argparse.SUPPRESS)
-    p.add_argument("--phase", choices=("train", "infer"), default="train", help=argparse.SUPPRESS)
+    p.add_argument("--inference-after-training", action="store_true",
+                   help="measure inference in the training process, after training (as before 2026-12-05)")
+    p.add_argument("--phase", choices=("train", "infer", "train+infer"), default="train", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
         if a.threads:

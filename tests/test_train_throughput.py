@@ -28,7 +28,9 @@ def test_every_model_trains_and_infers(name, one_thread):
     assert row["train_tok_s"] > 0 and row["peak_rss_mib"] > 0 and "infer_tok_s" not in row
     assert 28_000 < row["params"] < 31_000  # same shape: 128·32 tied embeddings, 512·32 positions, one block
     inference = tt.worker(argparse.Namespace(**{**vars(a), "phase": "infer"}))  # in a process of its own
-    assert inference["infer_tok_s"] > 0 and "train_tok_s" not in inference
+    assert inference["infer_tok_s"] > 0 and inference["infer_faults_per_pass"] >= 0 and "train_tok_s" not in inference
+    both = tt.worker(argparse.Namespace(**{**vars(a), "phase": "train+infer"}))  # --inference-after-training
+    assert both["train_tok_s"] > 0 and both["infer_tok_s"] > 0
 
 
 def test_benchmark_writes_json_and_markdown(tmp_path):
@@ -110,7 +112,8 @@ def test_math_attention_variant_builds_our_model_with_the_math_path():
 def test_rounds_take_each_figure_s_median_and_compiled_variants_get_a_break_even():
     def row(model, tok_s, warm=0.0):
         return {"model": model, "dtype": "fp32", "objective": "clm", "train_step_ms": 1000.0 * 32 / tok_s,
-                "train_tok_s": tok_s, "infer_tok_s": 2 * tok_s, "peak_rss_mib": 100.0, "warmup_extra_s": warm}
+                "train_tok_s": tok_s, "infer_tok_s": 2 * tok_s, "peak_rss_mib": 100.0, "warmup_extra_s": warm,
+                "infer_faults_per_pass": 0.0}
     rounds = [[row("nlpattn-clm", v), row("nlpattn-clm[compile]", 1.5 * v, warm=30.0 + i)]
               for i, v in enumerate((100.0, 300.0, 200.0))]
     rows = tt.median_rows(rounds)
