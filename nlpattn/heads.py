@@ -30,15 +30,56 @@ CE_ONE_CALL_BYTES = 16 * 2**20  # up to this much float32 logits, one call: chun
 # blocks (32 MiB and up) glibc maps and page-faults afresh on every call
 
 
+class _LowPrecisionCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of bf16/fp16 logits (N, V), its gradient (softmax − one-hot) ÷ count
+    computed in forward in float32 and rounded once, chunk by chunk in one reused float32 buffer;
+    backward only scales it.
+    The plain path upcasts, runs log-softmax, then in backward zero-fills, scatters and runs the
+    log-softmax backward: five passes over N·V floats where this makes two."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, chunk_rows: int) -> torch.Tensor:
+        keep = (targets != IGNORE_INDEX).unsqueeze(1).float()  # (N, 1)
+        count = keep.sum()  # 0 when every target is ignored: the loss is nan, as F.cross_entropy's
+        grad = torch.empty_like(logits)  # (N, V) in the logits' dtype, as autograd would give it
+        chunk = torch.empty(min(chunk_rows, logits.shape[0]), logits.shape[1], dtype=torch.float32,
+                            device=logits.device)  # (n, V), reused: a fresh block per chunk page-faults
+        total = torch.zeros((), dtype=torch.float32, device=logits.device)
+        for start in range(0, logits.shape[0], chunk_rows):
+            rows = slice(start, start + chunk_rows)
+            z = chunk[:logits[rows].shape[0]].copy_(logits[rows])  # (n, V) float32
+            picked = targets[rows].clamp(min=0).unsqueeze(1)  # (n, 1); ignored rows pick 0, then drop out
+            target_logit = z.gather(1, picked)  # (n, 1), read before z is overwritten
+            row_max = z.amax(dim=-1, keepdim=True)
+            exps = z.sub_(row_max).exp_()
+            sums = exps.sum(dim=-1, keepdim=True)
+            total += ((row_max + sums.log() - target_logit) * keep[rows]).sum()  # Σ lse − target logit
+            weight = keep[rows] / count  # (n, 1): 1/count, zero on ignored rows
+            softmax = exps.mul_(weight / sums)
+            grad[rows].copy_(softmax.scatter_add_(1, picked, -weight))  # − one-hot, then one rounding
+        ctx.save_for_backward(grad)
+        return total / count
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_loss.to(grad.dtype), None, None
+
+
 def chunked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, chunk_rows: int | None = None) -> torch.Tensor:
     """Mean cross-entropy of logits (N, V) against targets (N,) (IGNORE_INDEX skipped), computed over
     row chunks upcast to float32 one at a time: the same value and gradient as
     `F.cross_entropy(logits.float(), targets)` within float32 rounding (the sum runs per chunk), without
-    the N·V float32 copy, log-probabilities and gradient that the whole-array call allocates. By
-    default one call up to CE_ONE_CALL_BYTES of float32 logits (512 rows at V = 8192), else chunks
-    of CE_CHUNK_BYTES."""
+    the N·V float32 copy, log-probabilities and gradient that the whole-array call allocates.
+    bf16/fp16 logits that need a gradient take `_LowPrecisionCrossEntropy` in chunks of CE_CHUNK_BYTES
+    (1.6-1.8x faster for loss + backward at 320-1,024 rows, V = 8192; float32 logits were not faster
+    that way at 320 rows). Otherwise one call up to CE_ONE_CALL_BYTES of float32 logits (512 rows at
+    V = 8192), else chunks of CE_CHUNK_BYTES."""
+    chunk = max(1, CE_CHUNK_BYTES // (4 * logits.shape[-1]))
+    if logits.dtype in (torch.bfloat16, torch.float16) and logits.requires_grad and torch.is_grad_enabled():
+        return _LowPrecisionCrossEntropy.apply(logits, targets, chunk_rows or chunk)
     one_call = logits.shape[0] * logits.shape[-1] * 4 <= CE_ONE_CALL_BYTES
-    rows = chunk_rows or (logits.shape[0] if one_call else max(1, CE_CHUNK_BYTES // (4 * logits.shape[-1])))
+    rows = chunk_rows or (logits.shape[0] if one_call else chunk)
     if logits.shape[0] <= rows:
         return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX)
     total = sum(F.cross_entropy(part.float(), t, ignore_index=IGNORE_INDEX, reduction="sum")

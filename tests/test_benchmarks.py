@@ -2,6 +2,7 @@
 import importlib.util
 
 import pytest
+import torch
 
 from test_train_utils import REPO
 
@@ -194,3 +195,17 @@ def test_allocator_compares_four_settings_on_each_workload(capsys):
                         "| kept, mmap 1 GiB |")
     assert [line.split(" | ")[0] for line in lines[3:]] == ["| step", "| logits fp32", "| logits bf16"]
     assert all(line.count("faults") == 4 for line in lines[3:])
+
+
+def test_masked_lm_loss_times_both_paths_on_the_same_logits(capsys):
+    bench = load("masked_lm_loss")
+    assert bench.main(["--rows", "8,40", "--vocab", "16", "--steps", "2", "--warmup", "1", "--threads", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split(" | ")[:2] for line in lines[3:]]
+    assert rows == [["| 8", "float32"], ["| 8", "bfloat16"], ["| 40", "float32"], ["| 40", "bfloat16"]]
+    # its reference is the path shipped before: same value as chunked_cross_entropy's
+    torch.manual_seed(0)
+    logits, targets = torch.randn(600, 16), torch.randint(0, 16, (600,))  # above 512 rows: 256-row chunks
+    ref = bench.upcast_cross_entropy(logits, targets)
+    assert abs(ref.item() - bench.chunked_cross_entropy(logits, targets).item()) < 1e-5
+    assert abs(ref.item() - torch.nn.functional.cross_entropy(logits, targets).item()) < 1e-5
