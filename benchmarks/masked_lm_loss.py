@@ -32,14 +32,16 @@ def upcast_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.T
 def median_ms(loss_fn, logits: torch.Tensor, targets: torch.Tensor, steps: int, warmup: int) -> float:
     """Median milliseconds of loss_fn(logits, targets) and its backward."""
     x = logits.clone().requires_grad_()
-    times = []
-    for i in range(warmup + steps):
+
+    def once() -> float:
         start = time.perf_counter()
         loss_fn(x, targets).backward()
         x.grad = None
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+        return time.perf_counter() - start
+
+    for _ in range(warmup):
+        once()
+    return statistics.median(once() for _ in range(steps)) * 1e3
 
 
 def main(argv: list[str] | None = None) -> int:
