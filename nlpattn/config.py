@@ -226,7 +226,7 @@ class Config:
     output_dir: str = "runs/default"
     objective: str = "mlm"  # mlm | clm | seq2seq | electra (replaced-token detection)
     task: str | None = None  # fine-tuning: a GLUE task name
-    init: str | None = None  # fine-tuning: run dir, transformers dir, or None (scratch)
+    init: str | None = None  # fine-tuning or continued pretraining: run dir, checkpoint, transformers dir; None = scratch
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -127,3 +127,53 @@ def test_script_forces_its_objective(tmp_path):
     result = subprocess.run([sys.executable, "scripts/pretrain/mlm.py", *args], cwd=REPO, env=child_env(),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "objective=mlm needs arch 'encoder'" in result.stderr, result.stderr
+
+
+def test_continued_pretraining_starts_from_init_with_its_shape_and_tokenizer(tmp_path):
+    """init=RUN (or RUN/checkpoints/step-N): the weights, model config and tokenizer are init's."""
+    from safetensors.torch import load_file
+
+    first = tmp_path / "first"
+    run_pretrain(load_config(None, tiny_overrides(tmp_path / "data", first, objective="mlm", max_steps=4)))
+    for init in (first, first / "checkpoints" / "step-0000004"):
+        out = tmp_path / f"continued-{init.name}"
+        # lr ~0: the continued model must still be init's; d_ff=128 is ignored, the shape is init's
+        overrides = tiny_overrides(tmp_path / "data", out, objective="mlm", max_steps=1, lr=1e-12, eval_every=1)
+        summary = run_pretrain(load_config(None, [*overrides, f"init={init}", "model.d_ff=128"]))
+        assert summary["steps"] == 1 and load_config(out / "config.yaml").model.d_ff == 64
+        before, after = load_file(first / "model.safetensors"), load_file(out / "model.safetensors")
+        assert before.keys() == after.keys()
+        for name in before:
+            torch.testing.assert_close(after[name], before[name], rtol=0, atol=1e-6)
+        assert load_tokenizer(out).hash() == load_tokenizer(first).hash()
+    # a fresh run of the same config starts elsewhere: the check above can fail
+    fresh = tmp_path / "fresh"
+    run_pretrain(load_config(None, tiny_overrides(tmp_path / "data", fresh, objective="mlm", max_steps=1, lr=1e-12)))
+    assert not torch.allclose(load_file(fresh / "model.safetensors")["embeddings.token.weight"],
+                              load_file(first / "model.safetensors")["embeddings.token.weight"], atol=1e-3)
+
+
+@pytest.mark.parametrize("case", ["missing", "objective"])
+def test_continued_pretraining_refuses_a_wrong_init_in_one_line(tmp_path, case):
+    first = tmp_path / "first"
+    run_pretrain(load_config(None, tiny_overrides(tmp_path / "data", first, objective="mlm", max_steps=2)))
+    init, extra = (tmp_path / "nowhere", []) if case == "missing" else (first, ["model.arch=decoder"])
+    objective = "mlm" if case == "missing" else "clm"
+    out = tmp_path / "out"
+    result = run_cli(["pretrain", *tiny_overrides(tmp_path / "data", out, objective=objective), f"init={init}", *extra])
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "init:" in lines[0] and str(init) in lines[0], lines
+    assert not (out / "metrics.jsonl").exists() and not (out / "model.safetensors").exists()
+
+
+def test_continued_pretraining_refuses_another_tokenizer():
+    from types import SimpleNamespace
+
+    from nlpattn.errors import ConfigError
+    from nlpattn.train.pretrain import check_init_tokenizer
+
+    cfg = SimpleNamespace(init="runs/a")
+    check_init_tokenizer(cfg, SimpleNamespace(hash=lambda: "x"), SimpleNamespace(hash=lambda: "x"))
+    with pytest.raises(ConfigError, match="tokenizer.path: .*init=runs/a"):
+        check_init_tokenizer(cfg, SimpleNamespace(hash=lambda: "x"), SimpleNamespace(hash=lambda: "y"))

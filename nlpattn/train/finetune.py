@@ -26,7 +26,13 @@ DEFAULT_CONFIG = "configs/finetune/glue.yaml"
 
 # --- the model and tokenizer to start from --------------------------------------------------
 
-def _load_source(init: str):
+def source_tokenizer_dir(init: str) -> Path:
+    """Where `init`'s tokenizer lives: its run directory for a checkpoint, else init itself."""
+    path = Path(init)
+    return path.parent.parent if path.parent.name == "checkpoints" else path
+
+
+def load_source(init: str):
     """(tokenizer, pretrained model) from one of our run dirs or a transformers directory."""
     from nlpattn.tokenizer import load_tokenizer
 
@@ -36,7 +42,7 @@ def _load_source(init: str):
         from nlpattn.models import load_model
 
         model = load_model(path)  # a checkpoint's tokenizer is its run's
-        return load_tokenizer(path.parent.parent if checkpoint else path), model
+        return load_tokenizer(source_tokenizer_dir(init)), model
     if (path / "config.json").is_file():
         from nlpattn.interop.hf import load_transformers_dir
 
@@ -83,7 +89,7 @@ def init_model(cfg: Config, num_labels: int, accelerator):
     from nlpattn.tokenizer import load_tokenizer, train_or_load
 
     if cfg.init:
-        tok, source = _load_source(cfg.init)
+        tok, source = load_source(cfg.init)
         if cfg.tokenizer.path and load_tokenizer(cfg.tokenizer.path).hash() != tok.hash():
             raise ConfigError(f"tokenizer.path: {cfg.tokenizer.path} differs from the tokenizer of "
                               f"init={cfg.init}; a pretrained model only understands its own tokenizer")

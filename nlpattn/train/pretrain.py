@@ -246,17 +246,25 @@ def _pretrain(cfg: Config, acc) -> dict:
     from nlpattn.train.runtime import set_threads
 
     set_threads(cfg.train, acc)
+    source = load_init(cfg)  # before the data: a wrong init fails in seconds, not after the cache
+    if source is not None and not cfg.tokenizer.path:
+        from nlpattn.train.finetune import source_tokenizer_dir
+
+        cfg = dataclasses.replace(cfg, tokenizer=dataclasses.replace(cfg.tokenizer, path=str(source_tokenizer_dir(cfg.init))))
     setup_s: dict = {}
     tok, train_cache, valid_cache = prepare_data(cfg, acc, setup_s)
     if acc.is_main_process:
         print(f"tokenizer {setup_s['tokenizer']:.1f}s, token cache {setup_s['cache']:.1f}s "
               f"({len(train_cache):,} training tokens)", flush=True)
+    if source is not None:
+        check_init_tokenizer(cfg, source[0], tok)
+        cfg = dataclasses.replace(cfg, model=source[1].cfg)  # the model's shape is init's
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.vocab_size,
                                                              pad_token_id=tok.pad_id))
     validate(cfg, "<config>")
     set_seed(cfg.train.seed)
     t, d = cfg.train, cfg.data
-    model = build_model(cfg.model, TASK[cfg.objective], init_std=t.init_std)
+    model = source[1] if source is not None else build_model(cfg.model, TASK[cfg.objective], init_std=t.init_std)
     collate = make_collator(cfg, tok)
     blocks = RandomBlocks(train_cache, d.block_size, seed=t.seed)
     batches = _batches_class()(blocks, t.batch_size, collate, seed=t.seed,
@@ -274,6 +282,27 @@ def _pretrain(cfg: Config, acc) -> dict:
                       setup_s=sum(setup_s.values()))
     config_yaml = Path(cfg.output_dir) / "config.yaml"
     return trainer.fit(on_start=lambda: atomic_write_text(config_yaml, to_yaml(cfg)))
+
+
+def load_init(cfg: Config):
+    """(tokenizer, model) of `cfg.init` for continued pretraining (a run dir, one of its checkpoints,
+    or a transformers directory), or None without init; refused unless it does this objective."""
+    if not cfg.init:
+        return None
+    from nlpattn.train.finetune import load_source
+
+    tok, model = load_source(cfg.init)
+    if model.task != TASK[cfg.objective]:
+        raise ConfigError(f"init: {cfg.init} is a {model.task} model; objective={cfg.objective} continues "
+                          f"only a {TASK[cfg.objective]} model")
+    return tok, model
+
+
+def check_init_tokenizer(cfg: Config, init_tok, tok) -> None:
+    """Continued pretraining reads text with init's own tokenizer, or not at all."""
+    if init_tok.hash() != tok.hash():
+        raise ConfigError(f"tokenizer.path: the run's tokenizer differs from the one of init={cfg.init}; "
+                          f"set tokenizer.path to init's run directory")
 
 
 def _report(summary: dict) -> None:
