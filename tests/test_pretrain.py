@@ -177,3 +177,12 @@ def test_continued_pretraining_refuses_another_tokenizer():
     check_init_tokenizer(cfg, SimpleNamespace(hash=lambda: "x"), SimpleNamespace(hash=lambda: "x"))
     with pytest.raises(ConfigError, match="tokenizer.path: .*init=runs/a"):
         check_init_tokenizer(cfg, SimpleNamespace(hash=lambda: "x"), SimpleNamespace(hash=lambda: "y"))
+
+
+def test_a_continued_run_resumes_with_the_same_command(tmp_path):
+    first, out = tmp_path / "first", tmp_path / "continued"
+    run_pretrain(load_config(None, tiny_overrides(tmp_path / "data", first, objective="mlm", max_steps=2)))
+    overrides = [*tiny_overrides(tmp_path / "data", out, objective="mlm", max_steps=4, save_every=2), f"init={first}"]
+    assert run_pretrain(load_config(None, [*overrides, "train.max_steps=2"]))["steps"] == 2
+    summary = run_pretrain(load_config(None, overrides))  # the same settings: init's tokenizer and shape
+    assert summary["steps"] == 4 and summary["resumed_from"].endswith("step-0000002")

@@ -218,11 +218,14 @@ def run_pretrain(cfg: Config, accelerator=None) -> dict:
     from nlpattn.train.memory import check_memory
 
     cfg = resolve_objective(cfg)
+    source = load_init(cfg)  # a wrong init fails in seconds, before the data and the run directory
+    if source is not None:
+        cfg = with_init(cfg, source[1])
     check_memory(cfg)
     acc = accelerator if accelerator is not None else make_accelerator(cfg.train)
     with RunDirGuard(cfg.output_dir, is_main=acc.is_main_process):
         check_resume_settings(cfg)  # a refused resume fails here, before anything is written
-        return _pretrain(cfg, acc)
+        return _pretrain(cfg, acc, source)
 
 
 def check_resume_settings(cfg: Config) -> None:
@@ -237,7 +240,7 @@ def check_resume_settings(cfg: Config) -> None:
         resolve_resume(cfg.train.resume, cfg.output_dir)  # every file of one checkpoint reads and checks out
 
 
-def _pretrain(cfg: Config, acc) -> dict:
+def _pretrain(cfg: Config, acc, source: tuple | None = None) -> dict:
     from accelerate.utils import set_seed
 
     from nlpattn.data.blocks import RandomBlocks, SequentialBlocks
@@ -246,11 +249,6 @@ def _pretrain(cfg: Config, acc) -> dict:
     from nlpattn.train.runtime import set_threads
 
     set_threads(cfg.train, acc)
-    source = load_init(cfg)  # before the data: a wrong init fails in seconds, not after the cache
-    if source is not None and not cfg.tokenizer.path:
-        from nlpattn.train.finetune import source_tokenizer_dir
-
-        cfg = dataclasses.replace(cfg, tokenizer=dataclasses.replace(cfg.tokenizer, path=str(source_tokenizer_dir(cfg.init))))
     setup_s: dict = {}
     tok, train_cache, valid_cache = prepare_data(cfg, acc, setup_s)
     if acc.is_main_process:
@@ -258,7 +256,6 @@ def _pretrain(cfg: Config, acc) -> dict:
               f"({len(train_cache):,} training tokens)", flush=True)
     if source is not None:
         check_init_tokenizer(cfg, source[0], tok)
-        cfg = dataclasses.replace(cfg, model=source[1].cfg)  # the model's shape is init's
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.vocab_size,
                                                              pad_token_id=tok.pad_id))
     validate(cfg, "<config>")
@@ -296,6 +293,16 @@ def load_init(cfg: Config):
         raise ConfigError(f"init: {cfg.init} is a {model.task} model; objective={cfg.objective} continues "
                           f"only a {TASK[cfg.objective]} model")
     return tok, model
+
+
+def with_init(cfg: Config, model) -> Config:
+    """`cfg` continuing `model`: its model config, and its tokenizer unless tokenizer.path names one
+    (set here, before the resume check, so that a resumed run compares the same settings)."""
+    from nlpattn.train.finetune import source_tokenizer_dir
+
+    tokenizer = cfg.tokenizer if cfg.tokenizer.path else dataclasses.replace(
+        cfg.tokenizer, path=str(source_tokenizer_dir(cfg.init)))
+    return dataclasses.replace(cfg, model=model.cfg, tokenizer=tokenizer)
 
 
 def check_init_tokenizer(cfg: Config, init_tok, tok) -> None:
