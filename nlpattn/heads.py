@@ -72,9 +72,9 @@ def chunked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, chunk_row
     `F.cross_entropy(logits.float(), targets)` within float32 rounding (the sum runs per chunk), without
     the N·V float32 copy, log-probabilities and gradient that the whole-array call allocates.
     bf16/fp16 logits that need a gradient take `_LowPrecisionCrossEntropy` in chunks of CE_CHUNK_BYTES
-    (1.6-1.8x faster for loss + backward at 320-1,024 rows, V = 8192; float32 logits were not faster
-    that way at 320 rows). Otherwise one call up to CE_ONE_CALL_BYTES of float32 logits (512 rows at
-    V = 8192), else chunks of CE_CHUNK_BYTES."""
+    (1.1-1.7x faster for loss + backward at 320-1,024 rows, V = 8192: benchmarks/masked_lm_loss.py;
+    float32 logits were not faster that way at 320 rows). Otherwise one call up to CE_ONE_CALL_BYTES
+    of float32 logits (512 rows at V = 8192), else chunks of CE_CHUNK_BYTES."""
     chunk = max(1, CE_CHUNK_BYTES // (4 * logits.shape[-1]))
     if logits.dtype in (torch.bfloat16, torch.float16) and logits.requires_grad and torch.is_grad_enabled():
         return _LowPrecisionCrossEntropy.apply(logits, targets, chunk_rows or chunk)

@@ -167,16 +167,19 @@ def test_continued_pretraining_refuses_a_wrong_init_in_one_line(tmp_path, case):
     assert not (out / "metrics.jsonl").exists() and not (out / "model.safetensors").exists()
 
 
-def test_continued_pretraining_refuses_another_tokenizer():
-    from types import SimpleNamespace
-
-    from nlpattn.errors import ConfigError
-    from nlpattn.train.pretrain import check_init_tokenizer
-
-    cfg = SimpleNamespace(init="runs/a")
-    check_init_tokenizer(cfg, SimpleNamespace(hash=lambda: "x"), SimpleNamespace(hash=lambda: "x"))
-    with pytest.raises(ConfigError, match="tokenizer.path: .*init=runs/a"):
-        check_init_tokenizer(cfg, SimpleNamespace(hash=lambda: "x"), SimpleNamespace(hash=lambda: "y"))
+def test_continued_pretraining_refuses_another_tokenizer(tmp_path):
+    first, other = tmp_path / "first", tmp_path / "other"
+    run_pretrain(load_config(None, tiny_overrides(tmp_path / "data", first, objective="mlm", max_steps=2)))
+    run_pretrain(load_config(None, [*tiny_overrides(tmp_path / "data", other, objective="mlm", max_steps=2),
+                                    "tokenizer.n_sentinels=4"]))  # a vocabulary of other ids
+    assert load_tokenizer(other).hash() != load_tokenizer(first).hash()
+    out = tmp_path / "out"
+    result = run_cli(["pretrain", *tiny_overrides(tmp_path / "data", out, objective="mlm"), f"init={first}",
+                      f"tokenizer.path={other}"])
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "tokenizer.path:" in lines[0] and f"init={first}" in lines[0], lines
+    assert not out.exists()
 
 
 def test_a_continued_run_resumes_with_the_same_command(tmp_path):

@@ -53,6 +53,19 @@ def load_source(init: str):
                           f"nor config.json (a transformers model): no weights to start from")
 
 
+def check_init_fits(cfg: Config, tok, model) -> None:
+    """ConfigError unless `cfg.tokenizer.path` (when set) is init's own tokenizer and the tokenizer
+    fits the model's vocabulary: a pretrained model only understands its own tokenizer."""
+    from nlpattn.tokenizer import load_tokenizer
+
+    if cfg.tokenizer.path and load_tokenizer(cfg.tokenizer.path).hash() != tok.hash():
+        raise ConfigError(f"tokenizer.path: {cfg.tokenizer.path} differs from the tokenizer of "
+                          f"init={cfg.init}; a pretrained model only understands its own tokenizer")
+    if tok.vocab_size > model.cfg.vocab_size:
+        raise ConfigError(f"init: {cfg.init} has a tokenizer of {tok.vocab_size} tokens but a model "
+                          f"vocabulary of {model.cfg.vocab_size}")
+
+
 def with_dropout(model_cfg, dropout: float | None):
     """`model_cfg` with every dropout (attention's too) at `dropout`; unchanged when it is None."""
     if dropout is None:
@@ -90,12 +103,7 @@ def init_model(cfg: Config, num_labels: int, accelerator):
 
     if cfg.init:
         tok, source = load_source(cfg.init)
-        if cfg.tokenizer.path and load_tokenizer(cfg.tokenizer.path).hash() != tok.hash():
-            raise ConfigError(f"tokenizer.path: {cfg.tokenizer.path} differs from the tokenizer of "
-                              f"init={cfg.init}; a pretrained model only understands its own tokenizer")
-        if tok.vocab_size > source.cfg.vocab_size:
-            raise ConfigError(f"init: {cfg.init} has a tokenizer of {tok.vocab_size} tokens but a model "
-                              f"vocabulary of {source.cfg.vocab_size}")
+        check_init_fits(cfg, tok, source)
         return tok, classifier_from(source, num_labels, cfg.model.pooling, cfg.glue.dropout)
     with accelerator.main_process_first():
         tok = train_or_load(cfg)

@@ -220,7 +220,7 @@ def run_pretrain(cfg: Config, accelerator=None) -> dict:
     cfg = resolve_objective(cfg)
     source = load_init(cfg)  # a wrong init fails in seconds, before the data and the run directory
     if source is not None:
-        cfg = with_init(cfg, source[1])
+        cfg = with_init(cfg, source)
     check_memory(cfg)
     acc = accelerator if accelerator is not None else make_accelerator(cfg.train)
     with RunDirGuard(cfg.output_dir, is_main=acc.is_main_process):
@@ -240,7 +240,7 @@ def check_resume_settings(cfg: Config) -> None:
         resolve_resume(cfg.train.resume, cfg.output_dir)  # every file of one checkpoint reads and checks out
 
 
-def _pretrain(cfg: Config, acc, source: tuple | None = None) -> dict:
+def _pretrain(cfg: Config, acc, source=None) -> dict:
     from accelerate.utils import set_seed
 
     from nlpattn.data.blocks import RandomBlocks, SequentialBlocks
@@ -254,14 +254,13 @@ def _pretrain(cfg: Config, acc, source: tuple | None = None) -> dict:
     if acc.is_main_process:
         print(f"tokenizer {setup_s['tokenizer']:.1f}s, token cache {setup_s['cache']:.1f}s "
               f"({len(train_cache):,} training tokens)", flush=True)
-    if source is not None:
-        check_init_tokenizer(cfg, source[0], tok)
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.vocab_size,
-                                                             pad_token_id=tok.pad_id))
+    if source is None:  # a continued model keeps init's vocabulary size and padding id
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.vocab_size,
+                                                                 pad_token_id=tok.pad_id))
     validate(cfg, "<config>")
     set_seed(cfg.train.seed)
     t, d = cfg.train, cfg.data
-    model = source[1] if source is not None else build_model(cfg.model, TASK[cfg.objective], init_std=t.init_std)
+    model = source if source is not None else build_model(cfg.model, TASK[cfg.objective], init_std=t.init_std)
     collate = make_collator(cfg, tok)
     blocks = RandomBlocks(train_cache, d.block_size, seed=t.seed)
     batches = _batches_class()(blocks, t.batch_size, collate, seed=t.seed,
@@ -282,17 +281,19 @@ def _pretrain(cfg: Config, acc, source: tuple | None = None) -> dict:
 
 
 def load_init(cfg: Config):
-    """(tokenizer, model) of `cfg.init` for continued pretraining (a run dir, one of its checkpoints,
-    or a transformers directory), or None without init; refused unless it does this objective."""
+    """The model of `cfg.init` for continued pretraining (a run dir, one of its checkpoints,
+    or a transformers directory), or None without init; refused unless it does this objective and
+    tokenizer.path, if set, is its tokenizer."""
     if not cfg.init:
         return None
-    from nlpattn.train.finetune import load_source
+    from nlpattn.train.finetune import check_init_fits, load_source
 
     tok, model = load_source(cfg.init)
     if model.task != TASK[cfg.objective]:
         raise ConfigError(f"init: {cfg.init} is a {model.task} model; objective={cfg.objective} continues "
                           f"only a {TASK[cfg.objective]} model")
-    return tok, model
+    check_init_fits(cfg, tok, model)
+    return model
 
 
 def with_init(cfg: Config, model) -> Config:
@@ -303,13 +304,6 @@ def with_init(cfg: Config, model) -> Config:
     tokenizer = cfg.tokenizer if cfg.tokenizer.path else dataclasses.replace(
         cfg.tokenizer, path=str(source_tokenizer_dir(cfg.init)))
     return dataclasses.replace(cfg, model=model.cfg, tokenizer=tokenizer)
-
-
-def check_init_tokenizer(cfg: Config, init_tok, tok) -> None:
-    """Continued pretraining reads text with init's own tokenizer, or not at all."""
-    if init_tok.hash() != tok.hash():
-        raise ConfigError(f"tokenizer.path: the run's tokenizer differs from the one of init={cfg.init}; "
-                          f"set tokenizer.path to init's run directory")
 
 
 def _report(summary: dict) -> None:
