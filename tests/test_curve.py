@@ -151,3 +151,15 @@ def test_a_task_missing_at_a_mark_is_a_dash_and_no_point(tmp_path):
     md = curve_markdown(result)
     assert "| 15 min | step 3 (11.0 min) | 80.0 (1 seed) | — |" in md
     assert plot_curve(result, tmp_path / "c.png").stat().st_size > 0
+
+
+def test_the_table_names_the_fine_tuning_overrides():
+    from nlpattn.train.curve import curve_markdown
+
+    cell = {"metric": "accuracy", "seeds": [0], "scores": [0.8], "mean": 0.8, "std": 0.0, "seconds": [1.0]}
+    result = {"run": "runs/x", "seeds": [0], "tasks": ["sst2"], "overrides": [],
+              "marks": [{"minutes": 0, "source": "scratch", "actual_minutes": 0.0, "step": 0, "tasks": {"sst2": cell}}]}
+    assert curve_markdown(result).rstrip().endswith("pretraining run `runs/x`.")
+    result["overrides"] = ["model.pooling=mean", "glue.max_length=512"]
+    assert curve_markdown(result).rstrip().endswith(
+        "pretraining run `runs/x`; every fine-tuning run with `model.pooling=mean glue.max_length=512`.")

@@ -157,6 +157,14 @@ def test_mlm_corpus_recipe_runs_shrunk(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 4 and set(summary["setup_s"]) == {"tokenizer", "cache"}
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-0000002", "step-0000004"]
+    # the recipe's pooling reaches a classifier fine-tuned from the run and the curve's scratch model
+    from nlpattn.train.curve import scratch_overrides
+    from nlpattn.train.finetune import classifier_from, load_source
+
+    for source in (out, out / "checkpoints" / "step-0000002"):
+        assert classifier_from(load_source(str(source))[1], num_labels=2).head.pooling == "mean"
+    assert classifier_from(load_source(str(out))[1], num_labels=2, pooling="cls").head.pooling == "cls"
+    assert "model.pooling=mean" in scratch_overrides(out)
 
 
 def test_weighted_pretrain_resumes_bit_for_bit(tmp_path):

@@ -159,8 +159,10 @@ def curve_markdown(result: dict) -> str:
         cells = [_cell(mark["tasks"][t], len(result["seeds"])) if t in mark["tasks"] else "—" for t in tasks]
         lines.append(f"| {mark['minutes']:g} min | {where} | " + " | ".join(cells) + " |")
     seeds = ", ".join(map(str, result["seeds"]))
+    overrides = result.get("overrides") or []
+    tuned = f"; every fine-tuning run with `{' '.join(overrides)}`" if overrides else ""
     return "\n".join(lines) + (f"\n\nMean ± std over fine-tuning seeds {seeds} (a cell with fewer seeds says how "
-                               f"many); pretraining run `{result['run']}`.\n")
+                               f"many); pretraining run `{result['run']}`{tuned}.\n")
 
 
 def _cell(task: dict, n_seeds: int) -> str:
