@@ -1,5 +1,6 @@
 """The benchmarks' two sides are configured alike where they are meant to be (nothing is timed)."""
 import importlib.util
+import re
 
 import pytest
 import torch
@@ -170,6 +171,23 @@ def test_profile_step_groups_a_step_or_an_inference_pass(capsys, inference):
     out = capsys.readouterr().out
     assert ("ms/inference pass" in out) == inference and "matmul" in out
     assert ("optimizer (fused AdamW)" in out) != inference  # no optimizer step when inferring
+    bound = float(re.search(r"at most ([0-9.]+)x faster", out).group(1))
+    assert 1.0 < bound < 20.0  # the matmuls are a real share of even a tiny model's time
+
+
+def test_profile_step_counts_a_matmul_once_with_its_children():
+    """The bound's shared work: outermost matmul / SDPA calls with their children, nested ones once."""
+    from torch.profiler import profile
+
+    bench = load("profile_step")
+    x, w, b = torch.randn(64, 32), torch.randn(48, 32), torch.randn(48)
+    with profile() as prof:
+        torch.nn.functional.linear(x, w, b)  # addmm, with its bias copy inside
+        torch.relu(x)
+    events = prof.events()
+    addmm = [e for e in events if e.name == "aten::addmm"]
+    assert len(addmm) == 1 and bench.shared_work_ms(events) == pytest.approx(addmm[0].cpu_time_total / 1e3)
+    assert bench.is_shared_work("aten::_scaled_dot_product_flash_attention_for_cpu_backward")
 
 
 def test_lm_head_loss_times_the_plain_and_the_fused_head(capsys):
