@@ -118,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtypes", default="fp32,bf16")
     p.add_argument("--inference", action="store_true", help="profile the inference pass, not a training step")
     p.add_argument("--keep-freed-memory", action="store_true",
-                   help="keep freed memory (nlpattn.allocator, mmap threshold 32 MiB), as the nlpattn command does")
+                   help="keep freed memory with nlpattn.allocator's defaults, as the nlpattn command does")
     a = p.parse_args(argv)
-    if a.keep_freed_memory and not keep_freed_memory(mmap_threshold=32 << 20):
+    if a.keep_freed_memory and not keep_freed_memory():
         raise SystemExit("--keep-freed-memory: this C library has no glibc mallopt")
     os.environ.setdefault("KINETO_LOG_LEVEL", "99")
     if a.threads:
