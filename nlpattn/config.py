@@ -105,6 +105,7 @@ class DataConfig:
     num_workers: int = 0
     mlm_probability: float = 0.15
     whole_word_mask: bool = False
+    cls_sep: bool = False  # MLM/ELECTRA: each window framed as BERT's input: [CLS] first, [SEP] last and between documents
     noise_density: float = 0.15
     mean_span_length: float = 3.0
 
@@ -515,6 +516,9 @@ def validate(cfg: Config, source: str) -> None:
             raise ConfigError(f"{source}: key 'glue.{key}' must be >= 1, got {getattr(cfg.glue, key)}")
     if cfg.data.block_size < 2:
         raise ConfigError(f"{source}: key 'data.block_size' must be >= 2")
+    if cfg.data.cls_sep and cfg.objective not in ("mlm", "electra"):
+        raise ConfigError(f"{source}: key 'data.cls_sep' frames masked-LM windows; objective={cfg.objective} "
+                          f"reads its windows as they are")
     if cfg.data.block_size > cfg.model.max_len and cfg.model.position in ("learned",) and cfg.task is None:
         # fine-tuning (task set) reads no blocks: glue.max_length is what must fit
         raise ConfigError(f"{source}: key 'data.block_size' ({cfg.data.block_size}) exceeds "

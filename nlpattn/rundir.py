@@ -132,7 +132,7 @@ def _remove_if_empty(path: Path) -> None:
 # weights mean (model, tokenizer, objective) and where the data stream stands (data, batch, seed).
 RESUME_KEYS = ("objective", "task", "init", "model", "tokenizer", "data.train_files", "data.train_weights",
                "data.dataset", "data.block_size", "data.doc_split", "data.mlm_probability",
-               "data.whole_word_mask", "data.noise_density", "data.mean_span_length", "glue.max_length",
+               "data.whole_word_mask", "data.cls_sep", "data.noise_density", "data.mean_span_length", "glue.max_length",
                "glue.truncation", "glue.head_tokens",
                "train.batch_size", "train.grad_accum", "train.seed", "train.group_by_length")
 # Filled in from the tokenizer or the objective after the config is read: not the user's choice;

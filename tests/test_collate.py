@@ -131,6 +131,33 @@ def test_padding_is_never_masked_and_has_attention_mask(tok):
     assert (out["labels"][:, 0] == IGNORE_INDEX).all()  # [CLS] is special
 
 
+def test_cls_sep_frames_windows_as_bert_inputs(tok, blocks):
+    samples = [blocks[i] for i in range(64)]
+    assert any(int(tok.eos_id) in s.tolist()[1:-1] for s in samples)  # some window crosses a document boundary
+    framed = MLMCollator(tok, cls_sep=True)(samples, generator=torch.Generator().manual_seed(3))
+    plain = MLMCollator(tok)(samples, generator=torch.Generator().manual_seed(3))
+    ids = torch.where(framed["labels"] != IGNORE_INDEX, framed["labels"], framed["input_ids"])
+    assert (ids[:, 0] == tok.cls_id).all() and (ids[:, -1] == tok.sep_id).all()
+    assert not (ids == tok.eos_id).any()
+    for row, s in enumerate(samples):
+        inner = s[1:-1]
+        want = torch.where(inner == tok.eos_id, tok.sep_id, inner)
+        assert torch.equal(ids[row, 1:-1], want)  # nothing else moves
+    special = torch.isin(ids, torch.tensor(sorted(tok.special_ids)))
+    assert (framed["labels"][special] == IGNORE_INDEX).all()  # the frame is never masked
+    # the same masking draws: positions the frame leaves alone are masked as without it
+    inner = ~special & ~torch.isin(torch.stack(samples).long(), torch.tensor(sorted(tok.special_ids)))
+    assert torch.equal(framed["labels"][inner], plain["labels"][inner])
+
+
+def test_cls_sep_puts_sep_after_the_last_real_token_of_a_padded_row(tok):
+    examples = [torch.tensor(tok.encode("the cat sat on the mat")), torch.tensor(tok.encode("a dog ran"))]
+    out = MLMCollator(tok, mlm_probability=0.01, cls_sep=True, generator=torch.Generator().manual_seed(0))(examples)
+    n = len(examples[1])
+    assert out["input_ids"][1, n - 1] == tok.sep_id and (out["input_ids"][1, n:] == tok.pad_id).all()
+    assert out["input_ids"][0, -1] == tok.sep_id and (out["input_ids"][:, 0] == tok.cls_id).all()
+
+
 def test_clm_labels_equal_inputs_and_ignore_padding(tok, blocks):
     samples = [blocks[i] for i in range(3)]
     out = CLMCollator(tok)(samples)
@@ -233,3 +260,12 @@ def test_bucket_padding_caps_at_max_length_and_keeps_the_masks():
     assert bucket["token_type_ids"].shape == (2, 40)
     capped = ClassificationCollator(0, padding="bucket", max_length=38)(short)
     assert capped["input_ids"].shape == (2, 38)  # the bucket (40) would pass the model's inputs' limit
+
+
+@pytest.mark.parametrize("objective", ["mlm", "electra"])
+def test_pretraining_passes_cls_sep_to_its_masking(tok, objective):
+    from nlpattn.config import load_config
+    from nlpattn.train.pretrain import make_collator
+
+    cfg = load_config(None, [f"objective={objective}", "data.cls_sep=true"])
+    assert make_collator(cfg, tok).cls_sep and not make_collator(load_config(None, [f"objective={objective}"]), tok).cls_sep

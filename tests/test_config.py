@@ -32,6 +32,7 @@ def test_yaml_and_overrides(tmp_path):
     ("", ["train.decay_over=minutes", "train.max_minutes=5", "train.warmup_ratio=0.1"], r"key 'train\.warmup_ratio' is a share"),
     ("model: {d_model: 1\n", [], r"x\.yaml:\d+: invalid YAML"),
     ("", ["notakeyvalue"], r"override 'notakeyvalue' is not of the form key=value"),
+    ("objective: clm\n", ["data.cls_sep=true"], r"key 'data\.cls_sep' frames masked-LM windows; objective=clm"),
 ])
 def test_errors_name_file_and_key(tmp_path, text, overrides, pattern):
     with pytest.raises(ConfigError, match=pattern) as info:

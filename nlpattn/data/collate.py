@@ -3,6 +3,8 @@
 - `MLMCollator` — BERT masking (Devlin et al. 2019, §3.1): choose `mlm_probability` of the
   non-special tokens (or of the words, with whole-word masking); of those, 80% → [MASK],
   10% → a random non-special token, 10% unchanged. `labels` = original id there, -100 elsewhere.
+  With `cls_sep` each window is first framed as fine-tuning will present text, `[CLS] … [SEP]`
+  with [SEP] for the stream's [EOS] between documents, so the classifier's tokens are not unseen.
 - `CLMCollator` — causal LM: `labels` = `input_ids` (the model shifts), -100 on padding.
 - `SpanCorruptionCollator` — T5 (Raffel et al. 2020, §3.1.4): `noise_density` of the tokens in
   spans of mean length `mean_span_length`; each span becomes one sentinel in the input, and
@@ -81,8 +83,11 @@ class MLMCollator(_Collator):
 
     def __init__(self, tokenizer, mlm_probability: float = 0.15, whole_word_mask: bool = False,
                  mask_fraction: float = 0.8, random_fraction: float = 0.1,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, cls_sep: bool = False) -> None:
         super().__init__(tokenizer, generator)
+        if cls_sep and None in (tokenizer.cls_id, tokenizer.sep_id):
+            raise ConfigError("data.cls_sep needs a tokenizer with [CLS] and [SEP] tokens")
+        self.cls_sep = cls_sep
         if not 0.0 < mlm_probability < 1.0:
             raise ConfigError(f"data.mlm_probability must be in (0, 1), got {mlm_probability}")
         if tokenizer.mask_id is None:
@@ -97,6 +102,8 @@ class MLMCollator(_Collator):
         """Mask a batch of blocks."""
         gen = self._gen(generator)
         ids, attention_mask = pad_batch(examples, self.pad_id)
+        if self.cls_sep:
+            ids = frame_cls_sep(ids, attention_mask, self.tokenizer)
         candidates = ~self.is_special[ids]
         draw = torch.rand(ids.shape, generator=gen)
         if self.whole_word_mask:  # one draw per word: every token of a chosen word is masked
@@ -117,6 +124,18 @@ class MLMCollator(_Collator):
         first[:, 1:] |= self.word_ends[ids[:, :-1]]
         first[:, 0] = True
         return first.long().cumsum(1) - 1
+
+
+def frame_cls_sep(ids: torch.Tensor, attention_mask: torch.Tensor | None, tokenizer) -> torch.Tensor:
+    """(B, T) windows as BERT inputs: [CLS] over the first token, [SEP] over the last real one
+    and in place of every [EOS] (a document boundary reads as a segment boundary)."""
+    ids = ids.clone()
+    if tokenizer.eos_id is not None and tokenizer.eos_id != tokenizer.sep_id:
+        ids[ids == tokenizer.eos_id] = tokenizer.sep_id
+    last = ids.shape[1] - 1 if attention_mask is None else attention_mask.sum(1) - 1  # (B,) or scalar
+    ids[torch.arange(ids.shape[0]), last] = tokenizer.sep_id
+    ids[:, 0] = tokenizer.cls_id
+    return ids
 
 
 class CLMCollator(_Collator):

@@ -80,7 +80,7 @@ def make_collator(cfg: Config, tok):
 
     d = cfg.data
     if cfg.objective in BIDIRECTIONAL:
-        return MLMCollator(tok, d.mlm_probability, d.whole_word_mask)
+        return MLMCollator(tok, d.mlm_probability, d.whole_word_mask, cls_sep=d.cls_sep)
     if cfg.objective == "clm":
         return CLMCollator(tok)
     collator = SpanCorruptionCollator(tok, d.noise_density, d.mean_span_length)
