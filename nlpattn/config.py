@@ -516,7 +516,7 @@ def validate(cfg: Config, source: str) -> None:
             raise ConfigError(f"{source}: key 'glue.{key}' must be >= 1, got {getattr(cfg.glue, key)}")
     if cfg.data.block_size < 2:
         raise ConfigError(f"{source}: key 'data.block_size' must be >= 2")
-    if cfg.data.cls_sep and cfg.objective not in ("mlm", "electra"):
+    if cfg.data.cls_sep and OBJECTIVE_ARCH.get(cfg.objective) != "encoder":  # the masked-LM objectives
         raise ConfigError(f"{source}: key 'data.cls_sep' frames masked-LM windows; objective={cfg.objective} "
                           f"reads its windows as they are")
     if cfg.data.block_size > cfg.model.max_len and cfg.model.position in ("learned",) and cfg.task is None:
