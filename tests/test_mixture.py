@@ -122,6 +122,7 @@ def test_mlm_corpus_recipe_loads_and_a_missing_corpus_names_the_path(tmp_path):
     assert (cfg.model.norm, cfg.model.dropout, cfg.model.bias, cfg.data.block_size) == ("pre", 0.0, False, 128)
     assert cfg.data.mlm_probability == 0.25 and cfg.model.position == "rope" and cfg.train.schedule == "linear"
     assert cfg.data.cls_sep and cfg.model.pooling == "mean"  # windows framed [CLS] ... [SEP]; classifiers read the mean
+    assert (cfg.tokenizer.kind, cfg.tokenizer.vocab_size, cfg.tokenizer.lowercase) == ("wordpiece", 16384, True)
     assert cfg.train.max_minutes <= 58  # + ~2 minutes of tokenizer and token cache: the 60-minute budget
     assert cfg.train.decay_over == "minutes"  # the decay ends with the budget on any host
     nowhere = tmp_path / "no-corpus"
