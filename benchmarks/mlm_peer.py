@@ -4,7 +4,8 @@ Ours is `nlpattn pretrain --config CONFIG` run in-process (its recipe: masking r
 schedule, precision as the config says). The peer is a randomly initialised BertForMaskedLM of
 the same shape (d_model, layers, heads, d_ff, vocabulary, max length, dropout) trained the way
 transformers' `run_mlm_no_trainer.py` does: DataCollatorForLanguageModeling (15 % masking,
-80/10/10) over the *same* tokenizer, token cache and training windows, the Trainer's default
+80/10/10) over the *same* tokenizer, token cache and training windows (framed [CLS] ... [SEP] as
+ours are when the run sets `data.cls_sep`), the Trainer's default
 optimizer (fused AdamW) with our lr, betas, eps and decay groups, `get_scheduler` with our
 schedule, warm-up, step count and gradient accumulation, under the same autocast. The peer trains
 for the wall-clock ours took (its evaluations and checkpoints included), then both are scored on
@@ -36,7 +37,7 @@ from tqdm import tqdm
 
 from nlpattn.config import load_config
 from nlpattn.data.blocks import RandomBlocks, SequentialBlocks
-from nlpattn.data.collate import MLMCollator
+from nlpattn.data.collate import MLMCollator, frame_cls_sep
 from nlpattn.fileio import atomic_write_json, atomic_write_text
 from nlpattn.train.schedule import budget_clock, lr_multiplier, param_groups
 
@@ -100,6 +101,13 @@ def peer_scheduler(opt, t):
     return torch.optim.lr_scheduler.LambdaLR(opt, f), clock
 
 
+def peer_windows(blocks, start: int, n: int, d, tok) -> torch.Tensor:
+    """(n, block_size) training windows `start`..`start+n`, framed [CLS] ... [SEP] as ours are when
+    `data.cls_sep` is set (ours' MLMCollator frames them; transformers' collator does not)."""
+    ids = torch.stack([torch.as_tensor(blocks[start + i]) for i in range(n)])
+    return frame_cls_sep(ids, None, tok) if d.cls_sep else ids
+
+
 def train_peer(cfg, summary: dict, ours_dir: Path, tok, train_cache,
                out: Path) -> tuple[transformers.BertForMaskedLM, dict]:
     """Train the peer on ours' windows for ours' wall-clock; returns the model and its stats."""
@@ -117,7 +125,7 @@ def train_peer(cfg, summary: dict, ours_dir: Path, tok, train_cache,
     bar = tqdm(total=round(budget), unit="s", desc="peer", disable=not t.progress)
     while step < t.max_steps and time.perf_counter() - start < budget:
         for _ in range(t.grad_accum):
-            batch = collate([{"input_ids": blocks[sample + i].tolist()} for i in range(t.batch_size)])
+            batch = collate([{"input_ids": ids.tolist()} for ids in peer_windows(blocks, sample, t.batch_size, d, tok)])
             sample += t.batch_size
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 loss = model(**batch).loss / t.grad_accum

@@ -227,3 +227,23 @@ def test_masked_lm_loss_times_both_paths_on_the_same_logits(capsys):
     ref = bench.upcast_cross_entropy(logits, targets)
     assert abs(ref.item() - bench.chunked_cross_entropy(logits, targets).item()) < 1e-5
     assert abs(ref.item() - torch.nn.functional.cross_entropy(logits, targets).item()) < 1e-5
+
+
+def test_mlm_peer_windows_are_framed_like_ours_when_the_run_frames_them(tmp_path):
+    """With data.cls_sep the peer reads ours' windows framed [CLS] ... [SEP] ([EOS] -> [SEP]), as
+    ours' MLMCollator frames them; without it the windows are the cache's tokens unchanged."""
+    from types import SimpleNamespace
+
+    from nlpattn.config import TokenizerConfig
+    from nlpattn.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(TokenizerConfig(kind="wordpiece", vocab_size=200), texts=["a b c d e f g"] * 20)
+    peer = load("mlm_peer")
+    blocks = [torch.arange(10, 16) + i for i in range(4)]
+    blocks[2][3] = tok.eos_id if tok.eos_id is not None else tok.sep_id
+    framed = peer.peer_windows(blocks, 1, 2, SimpleNamespace(cls_sep=True), tok)
+    assert framed.shape == (2, 6)
+    assert framed[:, 0].tolist() == [tok.cls_id] * 2 and framed[:, -1].tolist() == [tok.sep_id] * 2
+    assert framed[0, 1:-1].tolist() == blocks[1][1:-1].tolist() and framed[1, 3] == tok.sep_id
+    plain = peer.peer_windows(blocks, 1, 2, SimpleNamespace(cls_sep=False), tok)
+    assert plain.tolist() == [blocks[1].tolist(), blocks[2].tolist()]
