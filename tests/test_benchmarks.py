@@ -240,7 +240,8 @@ def test_mlm_peer_windows_are_framed_like_ours_when_the_run_frames_them(tmp_path
     tok = train_tokenizer(TokenizerConfig(kind="wordpiece", vocab_size=200), texts=["a b c d e f g"] * 20)
     peer = load("mlm_peer")
     blocks = [torch.arange(10, 16) + i for i in range(4)]
-    blocks[2][3] = tok.eos_id if tok.eos_id is not None else tok.sep_id
+    assert tok.eos_id not in (None, tok.sep_id)  # the document boundary must be a token of its own
+    blocks[2][3] = tok.eos_id
     framed = peer.peer_windows(blocks, 1, 2, SimpleNamespace(cls_sep=True), tok)
     assert framed.shape == (2, 6)
     assert framed[:, 0].tolist() == [tok.cls_id] * 2 and framed[:, -1].tolist() == [tok.sep_id] * 2
