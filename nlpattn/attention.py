@@ -36,8 +36,42 @@ def math_is_faster(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and bf16 and torch.is_grad_enabled() and _cpu_has_native_bf16()
 
 
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, sign: float) -> torch.Tensor:
+    """x·cos + rotate_half(x)·sin·sign, rotate_half(x) = [−x₂, x₁] (x (..., hd) split in halves).
+
+    One product and two in-place multiply-adds on the halves: no `cat`, no negated copy.
+    sign −1 rotates by −θ, the transpose: that is the backward pass.
+    """
+    half = x.shape[-1] // 2
+    out = x * cos
+    out[..., :half].addcmul_(x[..., half:], sin[..., :half], value=-sign)
+    out[..., half:].addcmul_(x[..., :half], sin[..., half:], value=sign)
+    return out
+
+
+class _Rotate(torch.autograd.Function):
+    """RoPE's rotation with a hand-written backward (the inverse rotation of the gradient).
+
+    Autograd's graph of the textbook form (chunk, neg, cat, two products, a sum) saves x and runs
+    about twice the element-wise passes backward; this saves nothing but the cos/sin tables.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(cos, sin)
+        return _rotate(x, cos, sin, 1.0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        cos, sin = ctx.saved_tensors
+        return _rotate(grad, cos, sin, -1.0), None, None
+
+
 class RotaryEmbedding(nn.Module):
-    """Rotary position embedding (Su et al. 2021): rotates q/k pairs by position-dependent angles."""
+    """Rotary position embedding (Su et al. 2021): rotates q/k pairs by position-dependent angles.
+
+    Pairs are (i, i + hd/2), the convention of GPT-NeoX and Llama (`rotate_half`).
+    """
 
     def __init__(self, head_dim: int, max_len: int, base: float = 10000.0):
         super().__init__()
@@ -55,9 +89,9 @@ class RotaryEmbedding(nn.Module):
         else:
             cos = self.cos[offset:offset + T].to(x.dtype)
             sin = self.sin[offset:offset + T].to(x.dtype)
-        x1, x2 = x.chunk(2, dim=-1)
-        rotated = torch.cat([-x2, x1], dim=-1)
-        return x * cos + rotated * sin
+        if x.requires_grad and torch.is_grad_enabled():
+            return _Rotate.apply(x, cos, sin)
+        return _rotate(x, cos, sin, 1.0)
 
 
 class KVCache:

@@ -191,3 +191,40 @@ def test_export_hf_directory_loads_in_transformers(tmp_path):
     ids, mask = padded_batch(vocab=61)
     with torch.no_grad():
         assert_logits_close(ours(ids, mask).logits, hf(input_ids=ids, attention_mask=mask).logits, mask)
+
+
+@pytest.mark.parametrize("per_row", [False, True])
+def test_rope_equals_llama_rotary(per_row):
+    # Our rotation against transformers' Llama (the same rotate_half pairing), at an offset or at
+    # per-row positions (left-padded generation), with its own cos/sin tables.
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
+
+    from nlpattn.attention import RotaryEmbedding
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(hidden_size=64, num_attention_heads=4, max_position_embeddings=64)
+    q, k = torch.randn(2, 4, 10, 16), torch.randn(2, 4, 10, 16)
+    positions = torch.stack([torch.arange(3, 13), torch.arange(10).clamp(max=6)]) if per_row else None
+    position_ids = positions if per_row else torch.arange(3, 13).expand(2, -1)
+    cos, sin = LlamaRotaryEmbedding(cfg)(q, position_ids)
+    q_ref, k_ref = apply_rotary_pos_emb(q, k, cos, sin)
+    rope = RotaryEmbedding(16, 64)
+    torch.testing.assert_close(rope(q, 3, positions), q_ref)
+    torch.testing.assert_close(rope(k, 3, positions), k_ref)
+
+
+def test_rope_backward_equals_autograd_of_the_textbook_form():
+    # The hand-written backward (the inverse rotation) against autograd through Llama's formula.
+    from transformers.models.llama.modeling_llama import rotate_half
+
+    from nlpattn.attention import RotaryEmbedding
+
+    torch.manual_seed(0)
+    rope = RotaryEmbedding(8, 32).double()
+    x = torch.randn(2, 3, 7, 8, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(2, 3, 7, 8, dtype=torch.float64)
+    (ours,) = torch.autograd.grad(rope(x, 5), x, upstream)
+    cos, sin = rope.cos[5:12], rope.sin[5:12]
+    (ref,) = torch.autograd.grad(x * cos + rotate_half(x) * sin, x, upstream)
+    torch.testing.assert_close(ours, ref)
+    assert torch.autograd.gradcheck(lambda t: rope(t, 5), (x,))
