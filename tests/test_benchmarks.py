@@ -248,3 +248,25 @@ def test_mlm_peer_windows_are_framed_like_ours_when_the_run_frames_them(tmp_path
     assert framed[0, 1:-1].tolist() == blocks[1][1:-1].tolist() and framed[1, 3] == tok.sep_id
     plain = peer.peer_windows(blocks, 1, 2, SimpleNamespace(cls_sep=False), tok)
     assert plain.tolist() == [blocks[1].tolist(), blocks[2].tolist()]
+
+
+def test_rope_benchmark_swaps_in_llamas_rotation_that_computes_the_same(capsys):
+    bench = load("rope")
+    tiny = ["--d", "16", "--heads", "2", "--layers", "1", "--ffn", "32", "--vocab", "32", "--seq", "8", "--batch", "2",
+            "--blocks", "2", "--per-block", "1", "--op-repeats", "1", "--threads", "1"]
+    assert bench.main(tiny) == 0
+    rows = [line.split(" | ")[0] for line in capsys.readouterr().out.splitlines()[3:]]
+    assert rows == ["| q, k rotation, train", "| q, k rotation, inference"] + [
+        f"| {name} {mode}" for name in bench.tt.split_models(bench.MODELS) for mode in ("train", "inference")]
+    # the swapped-in rotation is transformers' formula and gives our values and gradients
+    rope = bench.RotaryEmbedding(8, 16)
+    x = torch.randn(2, 2, 5, 8, requires_grad=True)
+    ours = rope(x, 3)
+    (grad_ours,) = torch.autograd.grad(ours.sum(), x)
+    with bench.rotation("llama"):
+        assert bench.RotaryEmbedding.forward is bench.llama_forward
+        llama = rope(x, 3)
+        (grad_llama,) = torch.autograd.grad(llama.sum(), x)
+    assert bench.RotaryEmbedding.forward is bench.ROTATIONS["ours"]
+    torch.testing.assert_close(ours, llama)
+    torch.testing.assert_close(grad_ours, grad_llama)
