@@ -2,8 +2,7 @@
 transformers' Llama formula (`q·cos + rotate_half(q)·sin`, autograd for the backward), on q and k
 alone and inside a whole training step or inference pass of a model from train_throughput.py.
 
-The whole-step comparison runs in one process and alternates blocks of steps between the two
-rotations, so the host's drift between processes (20-30 % per round on a shared machine) cancels.
+Each comparison runs in one process, blocks of steps alternating between the two rotations (ab.py).
 
     python benchmarks/rope.py --threads 2       # q, k (16, 4, 128, 64); the shipped MLM layout
 """
@@ -11,15 +10,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_throughput as tt  # noqa: E402
+from ab import alternate  # noqa: E402
 
 from nlpattn.attention import RotaryEmbedding  # noqa: E402
 
@@ -48,20 +46,6 @@ def rotation(name: str):
         yield
     finally:
         RotaryEmbedding.forward = ROTATIONS["ours"]
-
-
-def alternate(step, blocks: int, per_block: int) -> dict[str, float]:
-    """Median ms of step() under each rotation, blocks alternating (one untimed step per block)."""
-    times: dict[str, list[float]] = {name: [] for name in ROTATIONS}
-    for block in range(blocks):
-        name = list(ROTATIONS)[block % len(ROTATIONS)]
-        with rotation(name):
-            step()
-            for _ in range(per_block):
-                start = time.perf_counter()
-                step()
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
 
 def op_steps(a: argparse.Namespace, train: bool):
@@ -116,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     workloads += [(f"{name} {mode}", model_steps(name, a, mode == "train"), a.per_block)
                   for name in tt.split_models(a.models) for mode in ("train", "inference")]
     for label, step, per_block in workloads:
-        ms = alternate(step, a.blocks, per_block)
+        ms = alternate(step, {name: lambda name=name: rotation(name) for name in ROTATIONS}, a.blocks, per_block)
         print(f"| {label} | {ms['ours']:.2f} | {ms['llama']:.2f} | {ms['llama'] / ms['ours']:.2f} |")
     return 0
 

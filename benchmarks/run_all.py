@@ -13,7 +13,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 QUICK = ["reference_diffs.py", "model_speed.py", "tokenize_speed.py", "generate_cache.py",
-         "train_throughput.py", "pipeline.py", "allocator.py", "masked_lm_loss.py", "rope.py"]
+         "train_throughput.py", "pipeline.py", "allocator.py", "masked_lm_loss.py", "rope.py", "attention_path.py"]
 LONG = ["shakespeare_anchor.py", "sst2_peer.py"]
 
 

@@ -23,17 +23,27 @@ def _cpu_has_native_bf16() -> bool:
     return cpu_bf16_flag() is not None
 
 
-def math_is_faster(x: torch.Tensor) -> bool:
-    """`model.attention=auto`'s rule: the spelled-out path for bf16 training on a CPU with native bf16.
+FP32_MATH_MAX_LEN = 128  # fp32: the math path measured faster at 128 positions, slower at 512
 
-    There PyTorch's CPU flash-attention backward in bf16 is slower than bf16 matmuls + softmax.
-    bf16 training ran faster with the math path on AMX (1.36× CLM, 1.61× MLM) and on AVX-512 with
-    avx512_bf16 and no AMX (1.16× CLM, 1.22× MLM); train_throughput.py, dropout 0, docs/results.md.
-    Inference, fp32 and CPUs without native bf16 keep SDPA (measured no faster, or not measured).
+
+def math_is_faster(x: torch.Tensor, dropout: float = 0.0) -> bool:
+    """`model.attention=auto`'s rule for q `x` (B, H, T, hd): the spelled-out path where it trained faster.
+
+    bf16 training on a CPU with native bf16, where PyTorch's CPU flash-attention backward in bf16 is
+    slower than bf16 matmuls + softmax: 1.36× CLM, 1.61× MLM on AMX, 1.16× and 1.22× on AVX-512 with
+    avx512_bf16 (train_throughput.py, dropout 0). fp32 training on a CPU without native bf16 (where
+    `auto` picks fp32) at up to FP32_MATH_MAX_LEN positions and no attention dropout: 1.01-1.10× on
+    AVX-512 without bf16 (attention_path.py), 1.01× on AVX2 (train_throughput.py); at 512 positions
+    0.84-0.95×, with dropout 0.1 0.97-1.00×. Everything else keeps SDPA (measured no faster, or not measured).
     """
+    if x.device.type != "cpu" or not torch.is_grad_enabled():
+        return False
     bf16 = x.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cpu")
                                          and torch.get_autocast_dtype("cpu") == torch.bfloat16)
-    return x.device.type == "cpu" and bf16 and torch.is_grad_enabled() and _cpu_has_native_bf16()
+    if bf16:
+        return _cpu_has_native_bf16()
+    return (x.dtype == torch.float32 and not _cpu_has_native_bf16() and dropout == 0.0
+            and x.shape[-2] <= FP32_MATH_MAX_LEN)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, sign: float) -> torch.Tensor:
@@ -213,7 +223,7 @@ class MultiHeadAttention(nn.Module):
                                     window=None if self.cross else self.window, offset=offset,
                                     device=x.device)
         dropout = self.dropout if self.training else 0.0
-        if self.use_sdpa and not output_attentions and not (self.auto and math_is_faster(q)):
+        if self.use_sdpa and not output_attentions and not (self.auto and math_is_faster(q, dropout)):
             # A plain causal square mask lets SDPA pick its fastest (flash) kernel.
             if causal and key_padding_mask is None and self.window is None and T == S:
                 y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)

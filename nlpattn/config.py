@@ -48,7 +48,7 @@ class ModelConfig:
     rope_base: float = 10000.0
     type_vocab_size: int = 0  # BERT segment embeddings (2 for pairs); 0 = none
     tie_embeddings: bool = True
-    attention: str = "auto"  # sdpa | math | auto (math for bf16 training on native-bf16 CPUs, else sdpa)
+    attention: str = "auto"  # sdpa | math | auto (math for CPU training where measured faster: attention.math_is_faster)
     attention_window: int | None = None  # restricted self-attention: attend to |i-j| <= r
     activation: str = "gelu"  # gelu | gelu_tanh | relu
     bias: bool = True

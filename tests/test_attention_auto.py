@@ -6,16 +6,25 @@ from nlpattn.config import ModelConfig
 from nlpattn.models import build_model
 
 
-def test_auto_picks_math_only_for_bf16_training_on_a_native_bf16_cpu(monkeypatch):
+def test_auto_picks_math_for_training_in_the_precision_auto_picks(monkeypatch):
     x32, x16 = torch.zeros(2, 2), torch.zeros(2, 2, dtype=torch.bfloat16)
     monkeypatch.setattr(attention, "_cpu_has_native_bf16", lambda: True)
-    assert attention.math_is_faster(x16) and not attention.math_is_faster(x32)
+    assert attention.math_is_faster(x16) and not attention.math_is_faster(x32)  # explicit fp32 there: SDPA
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert attention.math_is_faster(x32)
     with torch.no_grad():
         assert not attention.math_is_faster(x16)  # inference keeps SDPA
     monkeypatch.setattr(attention, "_cpu_has_native_bf16", lambda: False)
-    assert not attention.math_is_faster(x16)  # CPUs without native bf16: not measured, so SDPA
+    q = torch.zeros(2, 4, attention.FP32_MATH_MAX_LEN, 8)  # (B, H, T, hd)
+    assert attention.math_is_faster(q)  # fp32 training where auto picks fp32, short windows
+    assert not attention.math_is_faster(q, dropout=0.1)  # measured no faster with attention dropout
+    assert not attention.math_is_faster(torch.zeros(2, 4, attention.FP32_MATH_MAX_LEN + 1, 8))  # slower at 512
+    assert not attention.math_is_faster(x16)  # software bf16: not measured, so SDPA
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not attention.math_is_faster(q)
+    with torch.no_grad():
+        assert not attention.math_is_faster(q)
+    assert not attention.math_is_faster(q.double())
 
 
 def test_native_bf16_means_amx_or_avx512_bf16(monkeypatch):

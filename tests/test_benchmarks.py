@@ -270,3 +270,25 @@ def test_rope_benchmark_swaps_in_llamas_rotation_that_computes_the_same(capsys):
     assert bench.RotaryEmbedding.forward is bench.ROTATIONS["ours"]
     torch.testing.assert_close(ours, llama)
     torch.testing.assert_close(grad_ours, grad_llama)
+
+
+def test_attention_path_benchmark_switches_every_layer_and_restores_it(capsys):
+    bench = load("attention_path")
+    tiny = ["--d", "16", "--heads", "2", "--layers", "2", "--ffn", "32", "--vocab", "32", "--shapes", "2x8",
+            "--blocks", "2", "--per-block", "1", "--threads", "1", "--models", "nlpattn-clm"]
+    assert bench.main(tiny) == 0
+    rows = [line.split(" | ")[:3] for line in capsys.readouterr().out.splitlines()[3:]]
+    assert rows == [["| nlpattn-clm", "2x8", "train"], ["| nlpattn-clm", "2x8", "inference"]]
+    args = bench.argparse.Namespace(d=16, heads=2, layers=2, ffn=32, vocab=32, seq=8, batch=2, dropout=0.0,
+                                    dtype="fp32")
+    model, _ = bench.steps("nlpattn-clm", args, train=True)
+    layers = [m for m in model.modules() if isinstance(m, bench.MultiHeadAttention)]
+    before = [(m.use_sdpa, m.auto) for m in layers]
+    ids = torch.randint(0, 32, (2, 8))
+    outs = {}
+    for path in bench.PATHS:
+        with bench.attention_path(model, path):
+            assert all(m.use_sdpa == (path == "sdpa") and not m.auto for m in layers)
+            outs[path] = model(input_ids=ids).logits
+    assert [(m.use_sdpa, m.auto) for m in layers] == before and len(layers) == 2
+    torch.testing.assert_close(outs["sdpa"], outs["math"], atol=1e-5, rtol=1e-5)  # the same function
