@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {a.batch}, seq {a.seq}, "
           f"d {a.d}, {a.heads} heads; median ms, {a.blocks} alternating blocks")
     print("| workload | ours ms | llama ms | llama ÷ ours |\n|---|---|---|---|")
-    workloads = [(f"q, k rotation, {mode}", op_steps(a, mode == "train"), a.op_repeats) for mode in ("train", "inference")]
+    workloads = [(f"q, k rotation, {mode}", op_steps(a, mode == "train"), a.op_repeats)
+                 for mode in ("train", "inference")]
     workloads += [(f"{name} {mode}", model_steps(name, a, mode == "train"), a.per_block)
                   for name in tt.split_models(a.models) for mode in ("train", "inference")]
     for label, step, per_block in workloads:

@@ -26,8 +26,8 @@ def _cpu_has_native_bf16() -> bool:
 FP32_MATH_MAX_LEN = 128  # fp32: the math path measured faster at 128 positions, slower at 512
 
 
-def math_is_faster(x: torch.Tensor, dropout: float = 0.0) -> bool:
-    """`model.attention=auto`'s rule for q `x` (B, H, T, hd): the spelled-out path where it trained faster.
+def math_is_faster(x: torch.Tensor, dropout: float = 0.0, key_len: int = 0) -> bool:
+    """`model.attention=auto`'s rule for q `x` (B, H, T, hd) and key_len keys: math where it trained faster.
 
     bf16 training on a CPU with native bf16, where PyTorch's CPU flash-attention backward in bf16 is
     slower than bf16 matmuls + softmax: 1.36× CLM, 1.61× MLM on AMX, 1.16× and 1.22× on AVX-512 with
@@ -43,7 +43,7 @@ def math_is_faster(x: torch.Tensor, dropout: float = 0.0) -> bool:
     if bf16:
         return _cpu_has_native_bf16()
     return (x.dtype == torch.float32 and not _cpu_has_native_bf16() and dropout == 0.0
-            and x.shape[-2] <= FP32_MATH_MAX_LEN)
+            and max(x.shape[-2], key_len) <= FP32_MATH_MAX_LEN)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, sign: float) -> torch.Tensor:
@@ -62,8 +62,9 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, sign: float) 
 class _Rotate(torch.autograd.Function):
     """RoPE's rotation with a hand-written backward (the inverse rotation of the gradient).
 
-    Autograd's graph of the textbook form (chunk, neg, cat, two products, a sum) saves x and runs
-    about twice the element-wise passes backward; this saves nothing but the cos/sin tables.
+    Autograd's graph of the textbook form (chunk, neg, cat, two products, a sum) runs about twice
+    the element-wise passes backward (the products, the cat's split, the negation, the sum of the
+    two paths); this backward runs the forward's three.
     """
 
     @staticmethod
@@ -223,7 +224,7 @@ class MultiHeadAttention(nn.Module):
                                     window=None if self.cross else self.window, offset=offset,
                                     device=x.device)
         dropout = self.dropout if self.training else 0.0
-        if self.use_sdpa and not output_attentions and not (self.auto and math_is_faster(q, dropout)):
+        if self.use_sdpa and not output_attentions and not (self.auto and math_is_faster(q, dropout, S)):
             # A plain causal square mask lets SDPA pick its fastest (flash) kernel.
             if causal and key_padding_mask is None and self.window is None and T == S:
                 y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)

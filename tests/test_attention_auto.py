@@ -19,6 +19,7 @@ def test_auto_picks_math_for_training_in_the_precision_auto_picks(monkeypatch):
     assert attention.math_is_faster(q)  # fp32 training where auto picks fp32, short windows
     assert not attention.math_is_faster(q, dropout=0.1)  # measured no faster with attention dropout
     assert not attention.math_is_faster(torch.zeros(2, 4, attention.FP32_MATH_MAX_LEN + 1, 8))  # slower at 512
+    assert not attention.math_is_faster(q, key_len=attention.FP32_MATH_MAX_LEN + 1)  # long memory (cross-attention)
     assert not attention.math_is_faster(x16)  # software bf16: not measured, so SDPA
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not attention.math_is_faster(q)
