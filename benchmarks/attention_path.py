@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_throughput as tt  # noqa: E402
-from ab import alternate  # noqa: E402
+from ab import alternate, model_step  # noqa: E402
 
 from nlpattn.attention import MultiHeadAttention  # noqa: E402
 
@@ -37,27 +37,6 @@ def attention_path(model: torch.nn.Module, path: str):
     finally:
         for m, (use_sdpa, auto) in zip(layers, saved):
             m.use_sdpa, m.auto = use_sdpa, auto
-
-
-def steps(name: str, a: argparse.Namespace, train: bool):
-    """(model, step): a training step (forward, backward, AdamW) or an inference pass, in a.dtype."""
-    torch.manual_seed(0)
-    model = tt.build(name, a).train(train)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    batch = tt.make_batch(tt.objective_of(name), a, torch.device("cpu"))
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.dtype == "bf16")
-
-    def step() -> None:
-        if not train:
-            with torch.inference_mode(), autocast:
-                model(input_ids=batch["input_ids"])
-            return
-        with autocast:
-            loss = model(**batch).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return model, step
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         a.batch, a.seq = (int(n) for n in shape.split("x"))
         for name in tt.split_models(a.models):
             for mode in ("train", "inference"):
-                model, step = steps(name, a, mode == "train")
+                model, step = model_step(name, a, mode == "train")
                 variants = {path: lambda path=path: attention_path(model, path) for path in PATHS}
                 ms = alternate(step, variants, a.blocks, a.per_block)
                 print(f"| {name} | {shape} | {mode} | {ms['sdpa']:.1f} | {ms['math']:.1f} | "

@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_throughput as tt  # noqa: E402
-from ab import alternate  # noqa: E402
+from ab import alternate, model_step  # noqa: E402
 
 from nlpattn.attention import RotaryEmbedding  # noqa: E402
 
@@ -63,24 +63,6 @@ def op_steps(a: argparse.Namespace, train: bool):
     return step
 
 
-def model_steps(name: str, a: argparse.Namespace, train: bool):
-    """A training step (forward, backward, AdamW) or an inference pass of a benchmark model."""
-    torch.manual_seed(0)
-    model = tt.build(name, a).train(train)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    batch = tt.make_batch(tt.objective_of(name), a, torch.device("cpu"))
-
-    def step() -> None:
-        if not train:
-            with torch.inference_mode():
-                model(input_ids=batch["input_ids"])
-            return
-        model(**batch).loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return step
-
-
 def main(argv: list[str] | None = None) -> int:
     """Print, per workload, the median ms under each rotation and llama ÷ ours."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -98,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| workload | ours ms | llama ms | llama ÷ ours |\n|---|---|---|---|")
     workloads = [(f"q, k rotation, {mode}", op_steps(a, mode == "train"), a.op_repeats)
                  for mode in ("train", "inference")]
-    workloads += [(f"{name} {mode}", model_steps(name, a, mode == "train"), a.per_block)
+    workloads += [(f"{name} {mode}", model_step(name, a, mode == "train")[1], a.per_block)
                   for name in tt.split_models(a.models) for mode in ("train", "inference")]
     for label, step, per_block in workloads:
         ms = alternate(step, {name: lambda name=name: rotation(name) for name in ROTATIONS}, a.blocks, per_block)

@@ -281,7 +281,7 @@ def test_attention_path_benchmark_switches_every_layer_and_restores_it(capsys):
     assert rows == [["| nlpattn-clm", "2x8", "train"], ["| nlpattn-clm", "2x8", "inference"]]
     args = bench.argparse.Namespace(d=16, heads=2, layers=2, ffn=32, vocab=32, seq=8, batch=2, dropout=0.0,
                                     dtype="fp32")
-    model, _ = bench.steps("nlpattn-clm", args, train=True)
+    model, _ = bench.model_step("nlpattn-clm", args, train=True)
     layers = [m for m in model.modules() if isinstance(m, bench.MultiHeadAttention)]
     before = [(m.use_sdpa, m.auto) for m in layers]
     ids = torch.randint(0, 32, (2, 8))
